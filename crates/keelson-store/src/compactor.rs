@@ -81,7 +81,9 @@ pub struct Compactor {
 impl Compactor {
     /// Starts compacting `store` by `policy` on the current tokio runtime.
     pub fn spawn(store: Arc<dyn Store>, policy: CompactionPolicy) -> Self {
-        Compactor { task: tokio::spawn(run(store, policy)) }
+        Compactor {
+            task: tokio::spawn(run(store, policy)),
+        }
     }
 }
 
@@ -110,10 +112,14 @@ async fn step(
 ) -> Result<(), StoreError> {
     let now = Instant::now();
     let current = store.current_revision().await?;
-    samples.push_back(RevisionSample { at: now, revision: current });
+    samples.push_back(RevisionSample {
+        at: now,
+        revision: current,
+    });
     prune(samples, now, policy.retain_for);
     let compacted = store.compacted_revision().await?;
-    let Some(target) = compaction_target(policy, samples.make_contiguous(), now, current, compacted)
+    let Some(target) =
+        compaction_target(policy, samples.make_contiguous(), now, current, compacted)
     else {
         return Ok(());
     };
@@ -143,7 +149,10 @@ mod tests {
     fn samples(now: Instant, points: &[(u64, i64)]) -> Vec<RevisionSample> {
         points
             .iter()
-            .map(|&(ago, revision)| RevisionSample { at: now - Duration::from_secs(ago), revision })
+            .map(|&(ago, revision)| RevisionSample {
+                at: now - Duration::from_secs(ago),
+                revision,
+            })
             .collect()
     }
 
@@ -151,15 +160,24 @@ mod tests {
     fn nothing_is_old_enough_at_first() {
         let now = Instant::now();
         let s = samples(now, &[(10, 50_000), (0, 60_000)]);
-        assert_eq!(compaction_target(&policy(100, 300), &s, now, 60_000, 0), None);
+        assert_eq!(
+            compaction_target(&policy(100, 300), &s, now, 60_000, 0),
+            None
+        );
     }
 
     #[test]
     fn age_limits_when_writes_are_fast() {
         // 50k revisions in the last 5 minutes: keep them all although far more than 10k.
         let now = Instant::now();
-        let s = samples(now, &[(400, 10_000), (300, 20_000), (100, 50_000), (0, 70_000)]);
-        assert_eq!(compaction_target(&policy(10_000, 300), &s, now, 70_000, 0), Some(20_000));
+        let s = samples(
+            now,
+            &[(400, 10_000), (300, 20_000), (100, 50_000), (0, 70_000)],
+        );
+        assert_eq!(
+            compaction_target(&policy(10_000, 300), &s, now, 70_000, 0),
+            Some(20_000)
+        );
     }
 
     #[test]
@@ -167,15 +185,24 @@ mod tests {
         // Only 3k revisions in the last hour: the 10k floor keeps more than 5 minutes.
         let now = Instant::now();
         let s = samples(now, &[(3600, 11_000), (600, 13_000), (0, 14_000)]);
-        assert_eq!(compaction_target(&policy(10_000, 300), &s, now, 14_000, 0), Some(4_000));
+        assert_eq!(
+            compaction_target(&policy(10_000, 300), &s, now, 14_000, 0),
+            Some(4_000)
+        );
     }
 
     #[test]
     fn never_goes_backwards() {
         let now = Instant::now();
         let s = samples(now, &[(600, 20_000), (0, 40_000)]);
-        assert_eq!(compaction_target(&policy(10_000, 300), &s, now, 40_000, 20_000), None);
-        assert_eq!(compaction_target(&policy(10_000, 300), &s, now, 40_000, 19_999), Some(20_000));
+        assert_eq!(
+            compaction_target(&policy(10_000, 300), &s, now, 40_000, 20_000),
+            None
+        );
+        assert_eq!(
+            compaction_target(&policy(10_000, 300), &s, now, 40_000, 19_999),
+            Some(20_000)
+        );
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub enum StoreError {
 
     /// The key's `mod_revision` is not the one the caller expected.
     #[error("conflict on key {key:?}: expected mod_revision {expected}, current is {current}")]
-    Conflict { key: String, expected: i64, current: i64 },
+    Conflict {
+        key: String,
+        expected: i64,
+        current: i64,
+    },
 
     /// The requested revision is older than the compaction point.
     #[error("revision {requested} has been compacted (compaction point {compacted})")]
@@ -53,6 +57,9 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        StoreError::Backend { context: context.into(), source: source.into() }
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }

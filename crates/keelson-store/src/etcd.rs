@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, GetResponse, Txn,
-    TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, GetResponse, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 
 use crate::kv::{
@@ -41,7 +41,10 @@ pub struct EtcdConfig {
 
 impl EtcdConfig {
     pub fn new(endpoints: Vec<String>) -> Self {
-        EtcdConfig { endpoints, connect_timeout: Duration::from_secs(10) }
+        EtcdConfig {
+            endpoints,
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -61,10 +64,18 @@ enum RevisionProblem {
 }
 
 fn revision_problem(error: &etcd_client::Error) -> Option<RevisionProblem> {
-    let etcd_client::Error::GRpcStatus(status) = error else { return None };
-    if status.message().contains("required revision has been compacted") {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    if status
+        .message()
+        .contains("required revision has been compacted")
+    {
         Some(RevisionProblem::Compacted)
-    } else if status.message().contains("required revision is a future revision") {
+    } else if status
+        .message()
+        .contains("required revision is a future revision")
+    {
         Some(RevisionProblem::Future)
     } else {
         None
@@ -87,7 +98,10 @@ fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
     header.map(|h| h.revision()).ok_or_else(|| {
-        StoreError::backend("etcd response", std::io::Error::other("missing response header"))
+        StoreError::backend(
+            "etcd response",
+            std::io::Error::other("missing response header"),
+        )
     })
 }
 
@@ -124,7 +138,11 @@ impl EtcdStore {
         Ok(store)
     }
 
-    async fn range(&self, key: Vec<u8>, options: GetOptions) -> Result<GetResponse, etcd_client::Error> {
+    async fn range(
+        &self,
+        key: Vec<u8>,
+        options: GetOptions,
+    ) -> Result<GetResponse, etcd_client::Error> {
         self.client.kv_client().get(key, Some(options)).await
     }
 
@@ -154,7 +172,12 @@ impl EtcdStore {
             .when(compares)
             .and_then(vec![op])
             .or_else(vec![TxnOp::get(key, None)]);
-        let response = self.client.kv_client().txn(txn).await.map_err(failure("etcd txn"))?;
+        let response = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(failure("etcd txn"))?;
         if response.succeeded() {
             return Ok(Ok(header_revision(response.header())?));
         }
@@ -181,16 +204,22 @@ impl Store for EtcdStore {
     }
 
     async fn compacted_revision(&self) -> Result<i64> {
-        let response =
-            self.range(COMPACT_KEY.into(), GetOptions::new()).await.map_err(failure("etcd read"))?;
+        let response = self
+            .range(COMPACT_KEY.into(), GetOptions::new())
+            .await
+            .map_err(failure("etcd read"))?;
         match response.kvs().first() {
             None => Ok(0),
-            Some(kv) => kv.value_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
-                StoreError::backend(
-                    "etcd read",
-                    std::io::Error::other(format!("{COMPACT_KEY} does not hold a revision")),
-                )
-            }),
+            Some(kv) => kv
+                .value_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    StoreError::backend(
+                        "etcd read",
+                        std::io::Error::other(format!("{COMPACT_KEY} does not hold a revision")),
+                    )
+                }),
         }
     }
 
@@ -220,12 +249,20 @@ impl Store for EtcdStore {
             Ok(response) => response,
             Err(error) => return Err(self.read_error(error, options.revision.unwrap_or(0)).await),
         };
-        let kvs = response.kvs().iter().map(convert).collect::<Result<Vec<_>>>()?;
+        let kvs = response
+            .kvs()
+            .iter()
+            .map(convert)
+            .collect::<Result<Vec<_>>>()?;
         let revision = match options.revision {
             Some(revision) => revision,
             None => header_revision(response.header())?,
         };
-        Ok(ListPage { kvs, revision, more: response.more() })
+        Ok(ListPage {
+            kvs,
+            revision,
+            more: response.more(),
+        })
     }
 
     async fn count(&self, prefix: &str) -> Result<i64> {
@@ -240,9 +277,14 @@ impl Store for EtcdStore {
     async fn create(&self, key: &str, value: Bytes) -> Result<i64> {
         check_key(key)?;
         let absent = Compare::create_revision(key, CompareOp::Equal, 0);
-        match self.guarded(key, vec![absent], TxnOp::put(key, value.to_vec(), None)).await? {
+        match self
+            .guarded(key, vec![absent], TxnOp::put(key, value.to_vec(), None))
+            .await?
+        {
             Ok(revision) => Ok(revision),
-            Err(_) => Err(StoreError::AlreadyExists { key: key.to_owned() }),
+            Err(_) => Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            }),
         }
     }
 
@@ -252,9 +294,14 @@ impl Store for EtcdStore {
             Compare::create_revision(key, CompareOp::Greater, 0),
             Compare::mod_revision(key, CompareOp::Equal, expected),
         ];
-        match self.guarded(key, compares, TxnOp::put(key, value.to_vec(), None)).await? {
+        match self
+            .guarded(key, compares, TxnOp::put(key, value.to_vec(), None))
+            .await?
+        {
             Ok(revision) => Ok(revision),
-            Err(None) => Err(StoreError::NotFound { key: key.to_owned() }),
+            Err(None) => Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }),
             Err(Some(current)) => Err(StoreError::Conflict {
                 key: key.to_owned(),
                 expected,
@@ -269,9 +316,14 @@ impl Store for EtcdStore {
             Compare::create_revision(key, CompareOp::Greater, 0),
             Compare::mod_revision(key, CompareOp::Equal, expected),
         ];
-        match self.guarded(key, compares, TxnOp::delete(key, None)).await? {
+        match self
+            .guarded(key, compares, TxnOp::delete(key, None))
+            .await?
+        {
             Ok(revision) => Ok(revision),
-            Err(None) => Err(StoreError::NotFound { key: key.to_owned() }),
+            Err(None) => Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }),
             Err(Some(current)) => Err(StoreError::Conflict {
                 key: key.to_owned(),
                 expected,
@@ -289,7 +341,10 @@ impl Store for EtcdStore {
         if start_revision > 0 {
             let compacted = self.compacted_revision().await?;
             if start_revision < compacted {
-                return Err(StoreError::Compacted { requested: start_revision, compacted });
+                return Err(StoreError::Compacted {
+                    requested: start_revision,
+                    compacted,
+                });
             }
         }
         let (key, end) = etcd_range(prefix.as_bytes().to_vec(), prefix);
@@ -303,32 +358,54 @@ impl Store for EtcdStore {
             .watch(key, Some(options))
             .await
             .map_err(failure("etcd watch"))?;
-        let state = EtcdWatch { stream, ready: VecDeque::new(), finished: false };
-        Ok(Box::pin(futures::stream::unfold(state, EtcdWatch::next_item)))
+        let state = EtcdWatch {
+            stream,
+            ready: VecDeque::new(),
+            finished: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            EtcdWatch::next_item,
+        )))
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
         loop {
-            let response =
-                self.range(COMPACT_KEY.into(), GetOptions::new()).await.map_err(failure("etcd read"))?;
+            let response = self
+                .range(COMPACT_KEY.into(), GetOptions::new())
+                .await
+                .map_err(failure("etcd read"))?;
             let current = header_revision(response.header())?;
             let (compacted, recorded_at) = match response.kvs().first() {
                 Some(kv) => (
-                    kv.value_str().ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0),
+                    kv.value_str()
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0),
                     kv.mod_revision(),
                 ),
                 None => (0, 0),
             };
             if revision <= compacted {
-                return Err(StoreError::Compacted { requested: revision, compacted });
+                return Err(StoreError::Compacted {
+                    requested: revision,
+                    compacted,
+                });
             }
             if revision > current {
-                return Err(StoreError::FutureRevision { requested: revision, current });
+                return Err(StoreError::FutureRevision {
+                    requested: revision,
+                    current,
+                });
             }
             // Record the new floor first, so no reader trusts history about to go.
             let unchanged = Compare::mod_revision(COMPACT_KEY, CompareOp::Equal, recorded_at);
             let record = TxnOp::put(COMPACT_KEY, revision.to_string(), None);
-            if self.guarded(COMPACT_KEY, vec![unchanged], record).await?.is_err() {
+            if self
+                .guarded(COMPACT_KEY, vec![unchanged], record)
+                .await?
+                .is_err()
+            {
                 continue; // another server moved it; look again
             }
             return match self.client.kv_client().compact(revision, None).await {
@@ -396,12 +473,21 @@ impl EtcdWatch {
                     Some(prev) => WatchEvent::deleted(prev, kv.mod_revision),
                     None => WatchEvent {
                         kind: EventKind::Delete,
-                        kv: KeyValue { value: Bytes::new(), create_revision: 0, version: 0, ..kv },
+                        kv: KeyValue {
+                            value: Bytes::new(),
+                            create_revision: 0,
+                            version: 0,
+                            ..kv
+                        },
                         prev: None,
                     },
                 },
                 EventType::Put => {
-                    let kind = if kv.version == 1 { EventKind::Create } else { EventKind::Modify };
+                    let kind = if kv.version == 1 {
+                        EventKind::Create
+                    } else {
+                        EventKind::Modify
+                    };
                     WatchEvent { kind, kv, prev }
                 }
             });

@@ -115,7 +115,10 @@ mod tests {
 
     #[test]
     fn prefix_end_increments_the_last_byte() {
-        assert_eq!(prefix_end(b"/registry/pods/"), Some(b"/registry/pods0".to_vec()));
+        assert_eq!(
+            prefix_end(b"/registry/pods/"),
+            Some(b"/registry/pods0".to_vec())
+        );
         assert_eq!(prefix_end(b"a\xff\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff"), None);
         assert_eq!(prefix_end(b""), None);

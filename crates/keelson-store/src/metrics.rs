@@ -62,7 +62,13 @@ impl StoreMetrics {
         registry.register("watches", "Open watch streams", self.watches.clone());
     }
 
-    fn observe<T>(&self, backend: &'static str, op: &'static str, started: Instant, result: &Result<T>) {
+    fn observe<T>(
+        &self,
+        backend: &'static str,
+        op: &'static str,
+        started: Instant,
+        result: &Result<T>,
+    ) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(StoreError::NotFound { .. }) => "not_found",
@@ -103,7 +109,9 @@ macro_rules! timed {
     ($self:ident, $op:literal, $call:expr) => {{
         let started = Instant::now();
         let result = $call.await;
-        $self.metrics.observe($self.inner.backend(), $op, started, &result);
+        $self
+            .metrics
+            .observe($self.inner.backend(), $op, started, &result);
         result
     }};
 }
@@ -204,7 +212,11 @@ mod tests {
             "sqlite",
             "update",
             Instant::now(),
-            &Err(StoreError::Conflict { key: "k".into(), expected: 1, current: 2 }),
+            &Err(StoreError::Conflict {
+                key: "k".into(),
+                expected: 1,
+                current: 2,
+            }),
         );
         let mut text = String::new();
         encode(&mut text, &registry).expect("encoding to a String cannot fail");

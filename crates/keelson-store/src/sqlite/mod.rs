@@ -87,8 +87,14 @@ impl SqliteStore {
             max_group: config.max_group.max(1),
             compaction_batch: config.compaction_batch.max(1),
         };
-        let writer =
-            Writer::new(opened, &path, commands_rx, events_tx.clone(), limits, metrics.clone())?;
+        let writer = Writer::new(
+            opened,
+            &path,
+            commands_rx,
+            events_tx.clone(),
+            limits,
+            metrics.clone(),
+        )?;
         std::thread::Builder::new()
             .name("keelson-sqlite-writer".into())
             .spawn(move || writer.run())
@@ -116,7 +122,12 @@ impl SqliteStore {
     /// and releases the file lock. Later calls fail with [`StoreError::Closed`].
     pub async fn close(&self) {
         let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
+        if self
+            .commands
+            .send(Command::Shutdown { reply })
+            .await
+            .is_ok()
+        {
             let _ = done.await;
         }
         self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -137,7 +148,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
     {
-        self.readers.run(move |conn| f(&Snapshot::begin(conn)?)).await
+        self.readers
+            .run(move |conn| f(&Snapshot::begin(conn)?))
+            .await
     }
 }
 
@@ -158,7 +171,8 @@ impl Store for SqliteStore {
     async fn get(&self, key: &str, revision: Option<i64>) -> Result<Option<KeyValue>> {
         check_key(key)?;
         let key = key.to_owned();
-        self.read(move |snapshot| snapshot.get(&key, revision)).await
+        self.read(move |snapshot| snapshot.get(&key, revision))
+            .await
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListPage> {
@@ -166,9 +180,16 @@ impl Store for SqliteStore {
         self.read(move |snapshot| {
             let lower = list_lower_bound(&prefix, options.start_after.as_deref());
             let upper = prefix_end(prefix.as_bytes());
-            let range = Range { lower: &lower, upper: upper.as_deref() };
+            let range = Range {
+                lower: &lower,
+                upper: upper.as_deref(),
+            };
             let (kvs, more) = snapshot.list(&range, options.revision, options.limit)?;
-            Ok(ListPage { kvs, revision: options.revision.unwrap_or(snapshot.revision), more })
+            Ok(ListPage {
+                kvs,
+                revision: options.revision.unwrap_or(snapshot.revision),
+                more,
+            })
         })
         .await
     }
@@ -177,25 +198,40 @@ impl Store for SqliteStore {
         let prefix = prefix.to_owned();
         self.read(move |snapshot| {
             let upper = prefix_end(prefix.as_bytes());
-            snapshot.count(&Range { lower: prefix.as_bytes(), upper: upper.as_deref() })
+            snapshot.count(&Range {
+                lower: prefix.as_bytes(),
+                upper: upper.as_deref(),
+            })
         })
         .await
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<i64> {
         check_key(key)?;
-        self.write(WriteOp::Create { key: key.to_owned(), value }).await
+        self.write(WriteOp::Create {
+            key: key.to_owned(),
+            value,
+        })
+        .await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_mod_revision: i64) -> Result<i64> {
         check_key(key)?;
-        self.write(WriteOp::Update { key: key.to_owned(), value, expected: expected_mod_revision })
-            .await
+        self.write(WriteOp::Update {
+            key: key.to_owned(),
+            value,
+            expected: expected_mod_revision,
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, expected_mod_revision: i64) -> Result<i64> {
         check_key(key)?;
-        self.write(WriteOp::Delete { key: key.to_owned(), expected: expected_mod_revision }).await
+        self.write(WriteOp::Delete {
+            key: key.to_owned(),
+            expected: expected_mod_revision,
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream> {
@@ -204,8 +240,14 @@ impl Store for SqliteStore {
             Some(events) => events.subscribe(),
             None => return Err(StoreError::Closed),
         };
-        Watch::start(self.readers.clone(), self.metrics.clone(), live, prefix, start_revision)
-            .await
+        Watch::start(
+            self.readers.clone(),
+            self.metrics.clone(),
+            live,
+            prefix,
+            start_revision,
+        )
+        .await
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {

@@ -33,7 +33,11 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -44,7 +48,10 @@ impl ReadPool {
             };
             let result = f(&mut conn);
             if !pool.closed.load(Ordering::Acquire) {
-                pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                pool.idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conn);
             }
             result
         })

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use crate::kv::{EventKind, KeyValue, WatchEvent};
 use crate::StoreError;
+use crate::kv::{EventKind, KeyValue, WatchEvent};
 
 /// A read transaction and the revisions it sees.
 pub(super) struct Snapshot<'c> {
@@ -48,16 +48,26 @@ impl<'c> Snapshot<'c> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(sql_error("read meta"))?;
-        Ok(Snapshot { tx, revision, compacted })
+        Ok(Snapshot {
+            tx,
+            revision,
+            compacted,
+        })
     }
 
     /// Fails unless `requested` is readable in this snapshot.
     pub fn check(&self, requested: i64) -> Result<(), StoreError> {
         if requested > self.revision {
-            return Err(StoreError::FutureRevision { requested, current: self.revision });
+            return Err(StoreError::FutureRevision {
+                requested,
+                current: self.revision,
+            });
         }
         if requested < self.compacted {
-            return Err(StoreError::Compacted { requested, compacted: self.compacted });
+            return Err(StoreError::Compacted {
+                requested,
+                compacted: self.compacted,
+            });
         }
         Ok(())
     }
@@ -81,7 +91,11 @@ impl<'c> Snapshot<'c> {
         let row = stmt
             .query_row(params![key.as_bytes(), at], |r| {
                 let deleted: bool = r.get(5)?;
-                if deleted { Ok(None) } else { kv_from_row(r).map(Some) }
+                if deleted {
+                    Ok(None)
+                } else {
+                    kv_from_row(r).map(Some)
+                }
             })
             .optional()
             .map_err(sql_error("get"))?;
@@ -94,8 +108,10 @@ impl<'c> Snapshot<'c> {
         params: impl rusqlite::Params,
     ) -> Result<Option<KeyValue>, StoreError> {
         let mut stmt = self.tx.prepare_cached(sql).map_err(sql_error("get"))?;
-        let row =
-            stmt.query_row(params, kv_from_row).optional().map_err(sql_error("get"))?;
+        let row = stmt
+            .query_row(params, kv_from_row)
+            .optional()
+            .map_err(sql_error("get"))?;
         row.transpose()
     }
 
@@ -129,7 +145,10 @@ impl<'c> Snapshot<'c> {
             )
         };
         let mut stmt = self.tx.prepare_cached(&sql).map_err(sql_error("list"))?;
-        let mut bind = vec![(":lower", &range.lower as &dyn rusqlite::ToSql), (":limit", &fetch)];
+        let mut bind = vec![
+            (":lower", &range.lower as &dyn rusqlite::ToSql),
+            (":limit", &fetch),
+        ];
         if let Some(upper) = &range.upper {
             bind.push((":upper", upper));
         }
@@ -154,13 +173,17 @@ impl<'c> Snapshot<'c> {
     }
 
     pub fn count(&self, range: &Range<'_>) -> Result<i64, StoreError> {
-        let sql = format!("SELECT count(*) FROM current WHERE {}", range.condition("name"));
+        let sql = format!(
+            "SELECT count(*) FROM current WHERE {}",
+            range.condition("name")
+        );
         let mut stmt = self.tx.prepare_cached(&sql).map_err(sql_error("count"))?;
         let mut bind = vec![(":lower", &range.lower as &dyn rusqlite::ToSql)];
         if let Some(upper) = &range.upper {
             bind.push((":upper", upper));
         }
-        stmt.query_row(bind.as_slice(), |r| r.get(0)).map_err(sql_error("count"))
+        stmt.query_row(bind.as_slice(), |r| r.get(0))
+            .map_err(sql_error("count"))
     }
 
     /// Changes in `range` with revisions in `[from, to]`, oldest first, at most `limit`.
@@ -172,7 +195,10 @@ impl<'c> Snapshot<'c> {
         limit: usize,
     ) -> Result<Vec<WatchEvent>, StoreError> {
         if from < self.compacted {
-            return Err(StoreError::Compacted { requested: from, compacted: self.compacted });
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted: self.compacted,
+            });
         }
         let sql = format!(
             "SELECT l.revision, l.create_revision, l.version, l.value, l.name, l.deleted,
@@ -182,10 +208,17 @@ impl<'c> Snapshot<'c> {
              ORDER BY l.revision LIMIT :limit",
             range.condition("l.name")
         );
-        let mut stmt = self.tx.prepare_cached(&sql).map_err(sql_error("watch history"))?;
+        let mut stmt = self
+            .tx
+            .prepare_cached(&sql)
+            .map_err(sql_error("watch history"))?;
         let limit = limit as i64;
-        let mut bind: Vec<(&str, &dyn rusqlite::ToSql)> =
-            vec![(":lower", &range.lower), (":from", &from), (":to", &to), (":limit", &limit)];
+        let mut bind: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+            (":lower", &range.lower),
+            (":from", &from),
+            (":to", &to),
+            (":limit", &limit),
+        ];
         if let Some(upper) = &range.upper {
             bind.push((":upper", upper));
         }
@@ -249,11 +282,20 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<WatchEvent, StoreError
         (true, Some(prev)) => WatchEvent::deleted(prev, kv.mod_revision),
         (true, None) => WatchEvent {
             kind: EventKind::Delete,
-            kv: KeyValue { value: Bytes::new(), create_revision: 0, version: 0, ..kv },
+            kv: KeyValue {
+                value: Bytes::new(),
+                create_revision: 0,
+                version: 0,
+                ..kv
+            },
             prev: None,
         },
         (false, prev) => {
-            let kind = if kv.version == 1 { EventKind::Create } else { EventKind::Modify };
+            let kind = if kv.version == 1 {
+                EventKind::Create
+            } else {
+                EventKind::Modify
+            };
             WatchEvent { kind, kv, prev }
         }
     }))

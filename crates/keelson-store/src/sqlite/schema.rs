@@ -62,7 +62,21 @@ pub(super) struct Opened {
 }
 
 fn open_error(path: &Path, reason: impl Into<String>) -> StoreError {
-    StoreError::Open { path: path.to_path_buf(), reason: reason.into() }
+    StoreError::Open {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Names SQLite's corruption codes plainly; other errors keep SQLite's message.
+fn sqlite_open_error(path: &Path, error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match error.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => {
+            open_error(path, format!("database is corrupt or truncated: {error}"))
+        }
+        _ => open_error(path, error.to_string()),
+    }
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -85,11 +99,12 @@ fn lock(path: &Path) -> Result<File, StoreError> {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(open_error(
             path,
-            format!("in use by another keelson process (lock {} is held)", lock_path.display()),
+            format!(
+                "in use by another keelson process (lock {} is held)",
+                lock_path.display()
+            ),
         )),
-        Err(TryLockError::Error(e)) => {
-            Err(open_error(&lock_path, format!("cannot lock: {e}")))
-        }
+        Err(TryLockError::Error(e)) => Err(open_error(&lock_path, format!("cannot lock: {e}"))),
     }
 }
 
@@ -110,13 +125,19 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
         return Err(open_error(path, "the database file is empty (truncated?)"));
     }
     if read < header.len() || &header != SQLITE_HEADER {
-        return Err(open_error(path, "not a SQLite database (corrupt or truncated header)"));
+        return Err(open_error(
+            path,
+            "not a SQLite database (corrupt or truncated header)",
+        ));
     }
     Ok(())
 }
 
+/// How long a connection waits for a lock before failing with "database is locked".
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", false)?;
     Ok(())
 }
@@ -128,56 +149,85 @@ pub(super) fn open_writer(path: &Path) -> Result<Opened, StoreError> {
             .map_err(|e| open_error(dir, format!("cannot create directory: {e}")))?;
     }
     let lock = lock(path)?;
-    let exists = path.try_exists().map_err(|e| open_error(path, e.to_string()))?;
+    let exists = path
+        .try_exists()
+        .map_err(|e| open_error(path, e.to_string()))?;
     if exists {
         check_header(path)?;
     } else if sibling(path, "-wal").exists() {
-        return Err(open_error(path, "the database file is missing but its -wal file exists"));
+        return Err(open_error(
+            path,
+            "the database file is missing but its -wal file exists",
+        ));
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | if exists { OpenFlags::empty() } else { OpenFlags::SQLITE_OPEN_CREATE };
-    let fail = |e: rusqlite::Error| open_error(path, e.to_string());
+        | if exists {
+            OpenFlags::empty()
+        } else {
+            OpenFlags::SQLITE_OPEN_CREATE
+        };
+    let fail = |e: rusqlite::Error| sqlite_open_error(path, e);
     let mut conn = Connection::open_with_flags(path, flags).map_err(fail)?;
     configure(&conn).map_err(fail)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(fail)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(open_error(path, format!("cannot switch to WAL mode (got {mode})")));
-    }
-    // Every commit is fsynced before it is acknowledged.
-    conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
-    // Checkpoints run on their own thread, never inside a commit.
-    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(fail)?;
-    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT).map_err(fail)?;
-
+    // Check an existing file before changing anything in it.
     if exists {
         verify(&conn).map_err(|reason| open_error(path, reason))?;
-    } else {
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(open_error(
+            path,
+            format!("cannot switch to WAL mode (got {mode})"),
+        ));
+    }
+    // Every commit is fsynced before it is acknowledged.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(fail)?;
+    // Checkpoints never run inside a commit: see writer.rs.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(fail)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(fail)?;
+    if !exists {
         let tx = conn.transaction().map_err(fail)?;
         tx.execute_batch(SCHEMA).map_err(fail)?;
         tx.commit().map_err(fail)?;
     }
     let meta = |name: &str| -> Result<i64, StoreError> {
-        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-            .map_err(|e| open_error(path, format!("reading meta {name}: {e}")))
+        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .map_err(|e| open_error(path, format!("reading meta {name}: {e}")))
     };
     let revision = meta("revision")?;
     let compacted = meta("compact_revision")?;
     let compact_done = meta("compact_done")?;
-    Ok(Opened { conn, lock, revision, compacted, compact_done })
+    Ok(Opened {
+        conn,
+        lock,
+        revision,
+        compacted,
+        compact_done,
+    })
 }
 
 /// Checks an existing file is an intact keelson store of a format we read.
 fn verify(conn: &Connection) -> Result<(), String> {
-    let mut check = conn.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
+    let corrupt = |e: rusqlite::Error| format!("database is corrupt or truncated: {e}");
+    let mut check = conn.prepare("PRAGMA quick_check").map_err(corrupt)?;
     let problems: Vec<String> = check
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect())
-        .map_err(|e| format!("integrity check failed: {e}"))?;
+        .map_err(corrupt)?;
     if problems.len() != 1 || problems[0] != "ok" {
         let shown: Vec<_> = problems.into_iter().take(3).collect();
-        return Err(format!("database is corrupt: {}", shown.join("; ")));
+        return Err(format!(
+            "database is corrupt or truncated: {}",
+            shown.join("; ")
+        ));
     }
     let has_meta: Option<String> = conn
         .query_row(
@@ -191,12 +241,16 @@ fn verify(conn: &Connection) -> Result<(), String> {
         return Err("a SQLite database, but not a keelson store (no meta table)".into());
     }
     let format: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE name = 'format'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE name = 'format'", [], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(|e| e.to_string())?;
     match format {
         Some(FORMAT) => Ok(()),
-        Some(other) => Err(format!("store format {other} is not supported (expected {FORMAT})")),
+        Some(other) => Err(format!(
+            "store format {other} is not supported (expected {FORMAT})"
+        )),
         None => Err("not a keelson store (no format record)".into()),
     }
 }

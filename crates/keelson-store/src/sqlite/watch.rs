@@ -15,8 +15,8 @@ use super::metrics::SqliteMetrics;
 use super::pool::ReadPool;
 use super::read::{Range, Snapshot};
 use super::writer::EventBatch;
-use crate::kv::{WatchEvent, WatchStream, prefix_end};
 use crate::StoreError;
+use crate::kv::{WatchEvent, WatchStream, prefix_end};
 
 /// Events read from the log per query during catch-up.
 const HISTORY_PAGE: usize = 512;
@@ -49,7 +49,10 @@ impl Watch {
         }
         let (current, compacted) = revisions(&readers).await?;
         if start != 0 && start < compacted {
-            return Err(StoreError::Compacted { requested: start, compacted });
+            return Err(StoreError::Compacted {
+                requested: start,
+                compacted,
+            });
         }
         let next = if start == 0 { current + 1 } else { start };
         let watch = Watch {
@@ -96,7 +99,10 @@ impl Watch {
             .readers
             .run(move |conn| {
                 let upper = prefix_end(prefix.as_bytes());
-                let range = Range { lower: prefix.as_bytes(), upper: upper.as_deref() };
+                let range = Range {
+                    lower: prefix.as_bytes(),
+                    upper: upper.as_deref(),
+                };
                 Snapshot::begin(conn)?.history(&range, from, to, HISTORY_PAGE)
             })
             .await?;

@@ -7,12 +7,18 @@
 //! dead history in batches of revisions, each its own transaction between write groups,
 //! so writers never wait behind more than one batch.
 //!
-//! Checkpoints run on a second thread with its own connection (PASSIVE: they never
-//! block the writer or readers), so the WAL is copied back and restarted continuously
-//! instead of growing while the writer is busy.
+//! Checkpoints run on a second thread with its own connection (PASSIVE: they never block
+//! the writer or readers) and copy the WAL back into the database as it grows. A PASSIVE
+//! checkpoint cannot *restart* the WAL while writes never pause and readers overlap (the
+//! WAL then grows without bound: SQLite's "checkpoint starvation", kine's failure). So
+//! once the WAL passes `WAL_RESTART_FRAMES`, the writer itself, between two groups, runs a
+//! RESTART checkpoint: it waits briefly for readers on old snapshots to finish, after
+//! which the next commit starts the WAL from the beginning. The background copying keeps
+//! that pause short.
 
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,22 +29,47 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::metrics::SqliteMetrics;
 use super::schema;
-use crate::kv::{EventKind, KeyValue, WatchEvent};
 use crate::StoreError;
+use crate::kv::{EventKind, KeyValue, WatchEvent};
+
+/// WAL size (in 4 KiB frames) past which the writer restarts the WAL: 16 MiB.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// How long the writer waits for readers when it restarts the WAL; if they take longer
+/// it tries again after the next group.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(20);
 
 /// The events of one commit group, in revision order.
 pub(super) type EventBatch = Arc<[WatchEvent]>;
 
 pub(super) enum WriteOp {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: i64 },
-    Delete { key: String, expected: i64 },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: i64,
+    },
+    Delete {
+        key: String,
+        expected: i64,
+    },
 }
 
 pub(super) enum Command {
-    Write { op: WriteOp, reply: oneshot::Sender<Result<i64, StoreError>> },
-    Compact { revision: i64, reply: oneshot::Sender<Result<(), StoreError>> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    Compact {
+        revision: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Limits the writer works within.
@@ -62,6 +93,8 @@ pub(super) struct Writer {
     compaction_failed: bool,
     checkpoint_signal: Option<std_mpsc::SyncSender<()>>,
     checkpointer: Option<JoinHandle<()>>,
+    /// Frames in the WAL as last seen by a checkpoint.
+    wal_frames: Arc<AtomicI64>,
 }
 
 impl Writer {
@@ -78,9 +111,11 @@ impl Writer {
             path: path.to_path_buf(),
             reason: format!("cannot open checkpoint connection: {e}"),
         })?;
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let frames = wal_frames.clone();
         let checkpointer = std::thread::Builder::new()
             .name("keelson-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, wake))
+            .spawn(move || checkpoint_loop(checkpoint_conn, wake, frames))
             .map_err(|e| StoreError::backend("spawn checkpoint thread", e))?;
         metrics.compacted.set(opened.compacted);
         Ok(Writer {
@@ -97,6 +132,7 @@ impl Writer {
             compaction_failed: false,
             checkpoint_signal: Some(signal),
             checkpointer: Some(checkpointer),
+            wal_frames,
         })
     }
 
@@ -132,6 +168,9 @@ impl Writer {
             if self.compaction_pending() {
                 self.compact_step();
             }
+            if self.wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+                self.restart_wal();
+            }
         }
         self.close();
         drop(self);
@@ -161,7 +200,9 @@ impl Writer {
         let started = Instant::now();
         match self.apply_group(&writes) {
             Ok((results, events)) => {
-                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.metrics.group_size.observe(writes.len() as f64);
                 if !events.is_empty() {
                     self.revision = events[events.len() - 1].revision();
@@ -195,7 +236,9 @@ impl Writer {
         &mut self,
         writes: &[(WriteOp, oneshot::Sender<Result<i64, StoreError>>)],
     ) -> rusqlite::Result<(Vec<Result<i64, StoreError>>, Vec<WatchEvent>)> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut revision = self.revision;
         let mut results = Vec::with_capacity(writes.len());
         let mut events = Vec::with_capacity(writes.len());
@@ -210,7 +253,10 @@ impl Writer {
             }
         }
         if revision != self.revision {
-            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", [revision])?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE name = 'revision'",
+                [revision],
+            )?;
         }
         tx.commit()?;
         Ok((results, events))
@@ -218,18 +264,23 @@ impl Writer {
 
     fn start_compaction(&mut self, revision: i64, reply: oneshot::Sender<Result<(), StoreError>>) {
         if revision <= self.compacted {
-            let _ = reply
-                .send(Err(StoreError::Compacted { requested: revision, compacted: self.compacted }));
+            let _ = reply.send(Err(StoreError::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            }));
             return;
         }
         if revision > self.revision {
-            let _ = reply
-                .send(Err(StoreError::FutureRevision { requested: revision, current: self.revision }));
+            let _ = reply.send(Err(StoreError::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            }));
             return;
         }
-        let floor = self
-            .conn
-            .execute("UPDATE meta SET value = ?1 WHERE name = 'compact_revision'", [revision]);
+        let floor = self.conn.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'compact_revision'",
+            [revision],
+        );
         match floor {
             Ok(_) => {
                 self.compacted = revision;
@@ -254,13 +305,16 @@ impl Writer {
         let started = Instant::now();
         match compact_batch(&mut self.conn, from, to, self.compacted) {
             Ok(deleted) => {
-                self.metrics.compaction_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .compaction_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.metrics.compacted_rows.inc_by(deleted as u64);
                 self.compact_done = to;
                 let done = self.compact_done;
-                let (finished, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.compact_waiters)
-                    .into_iter()
-                    .partition(|(target, _)| *target <= done);
+                let (finished, waiting): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut self.compact_waiters)
+                        .into_iter()
+                        .partition(|(target, _)| *target <= done);
                 self.compact_waiters = waiting;
                 for (_, reply) in finished {
                     let _ = reply.send(Ok(()));
@@ -280,6 +334,19 @@ impl Writer {
         }
     }
 
+    /// Checkpoints everything and makes the next commit restart the WAL.
+    fn restart_wal(&mut self) {
+        let _ = self.conn.busy_timeout(WAL_RESTART_WAIT);
+        let result = checkpoint(&self.conn, "RESTART");
+        let _ = self.conn.busy_timeout(schema::BUSY_TIMEOUT);
+        match result {
+            // Not busy: every frame is in the database and no reader holds the WAL.
+            Ok((0, _, _)) => self.wal_frames.store(0, Ordering::Relaxed),
+            Ok((_, frames, _)) => self.wal_frames.store(frames, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "wal restart checkpoint failed"),
+        }
+    }
+
     fn close(&mut self) {
         for (_, reply) in self.compact_waiters.drain(..) {
             let _ = reply.send(Err(StoreError::Closed));
@@ -288,7 +355,7 @@ impl Writer {
         if let Some(checkpointer) = self.checkpointer.take() {
             let _ = checkpointer.join();
         }
-        if let Err(error) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        if let Err(error) = checkpoint(&self.conn, "TRUNCATE") {
             tracing::warn!(%error, "final checkpoint failed");
         }
     }
@@ -334,7 +401,11 @@ fn apply(
                 prev: None,
             }))
         }
-        WriteOp::Update { key, value, expected } => {
+        WriteOp::Update {
+            key,
+            value,
+            expected,
+        } => {
             let prev = match guarded(tx, key, *expected)? {
                 Ok(prev) => prev,
                 Err(refused) => return Ok(Err(refused)),
@@ -406,10 +477,14 @@ fn guarded(
         })
         .optional()?;
     Ok(match current {
-        None => Err(StoreError::NotFound { key: key.to_owned() }),
-        Some(kv) if kv.mod_revision != expected => {
-            Err(StoreError::Conflict { key: key.to_owned(), expected, current: kv.mod_revision })
-        }
+        None => Err(StoreError::NotFound {
+            key: key.to_owned(),
+        }),
+        Some(kv) if kv.mod_revision != expected => Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected,
+            current: kv.mod_revision,
+        }),
         Some(kv) => Ok(kv),
     })
 }
@@ -438,26 +513,33 @@ fn compact_batch(conn: &mut Connection, from: i64, to: i64, floor: i64) -> rusql
              WHERE revision >= ?1 AND revision < ?2 AND revision < ?3 AND deleted = 1",
         )?
         .execute(params![from, to, floor])?;
-    tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compact_done'", [to])?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE name = 'compact_done'",
+        [to],
+    )?;
     tx.commit()?;
     Ok(superseded + tombstones)
 }
 
+/// Runs a checkpoint; returns SQLite's (busy, frames in WAL, frames checkpointed).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
 /// Copies WAL frames back into the database after the writer signals new commits (at most
-/// once per `PAUSE`), and once a second regardless.
-fn checkpoint_loop(conn: Connection, wake: std_mpsc::Receiver<()>) {
+/// once per `PAUSE`), and once a second regardless; publishes the WAL's size.
+fn checkpoint_loop(conn: Connection, wake: std_mpsc::Receiver<()>, frames: Arc<AtomicI64>) {
     const PAUSE: Duration = Duration::from_millis(100);
     loop {
         match wake.recv_timeout(Duration::from_secs(1)) {
             Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        let result: rusqlite::Result<(i64, i64, i64)> =
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            });
-        if let Err(error) = result {
-            tracing::warn!(%error, "wal checkpoint failed");
+        match checkpoint(&conn, "PASSIVE") {
+            Ok((_, log, _)) => frames.store(log, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "wal checkpoint failed"),
         }
         std::thread::sleep(PAUSE);
     }

@@ -42,12 +42,19 @@ async fn assert_quiet(stream: &mut WatchStream) {
 }
 
 async fn list_all(store: &dyn Store, prefix: &str) -> Vec<KeyValue> {
-    store.list(prefix, ListOptions::default()).await.unwrap().kvs
+    store
+        .list(prefix, ListOptions::default())
+        .await
+        .unwrap()
+        .kvs
 }
 
 pub async fn writes_increase_the_revision(store: Arc<dyn Store>) {
     let start = store.current_revision().await.unwrap();
-    assert!(start >= 1, "a store starts at revision 1 or later, got {start}");
+    assert!(
+        start >= 1,
+        "a store starts at revision 1 or later, got {start}"
+    );
     let mut last = start;
     for i in 0..5 {
         let rev = store.create(&format!("/r/{i}"), v("x")).await.unwrap();
@@ -55,7 +62,14 @@ pub async fn writes_increase_the_revision(store: Arc<dyn Store>) {
         assert_eq!(store.current_revision().await.unwrap(), rev);
         last = rev;
     }
-    let rev = store.update("/r/0", v("y"), store.get("/r/0", None).await.unwrap().unwrap().mod_revision).await.unwrap();
+    let rev = store
+        .update(
+            "/r/0",
+            v("y"),
+            store.get("/r/0", None).await.unwrap().unwrap().mod_revision,
+        )
+        .await
+        .unwrap();
     assert!(rev > last);
     let del = store.delete("/r/0", rev).await.unwrap();
     assert!(del > rev);
@@ -64,7 +78,11 @@ pub async fn writes_increase_the_revision(store: Arc<dyn Store>) {
 
 pub async fn create_then_get(store: Arc<dyn Store>) {
     let rev = store.create("/a/one", v("1")).await.unwrap();
-    let kv = store.get("/a/one", None).await.unwrap().expect("created key is readable");
+    let kv = store
+        .get("/a/one", None)
+        .await
+        .unwrap()
+        .expect("created key is readable");
     assert_eq!(
         kv,
         KeyValue {
@@ -88,7 +106,11 @@ pub async fn create_of_existing_key_fails(store: Arc<dyn Store>) {
     }
     let kv = store.get("/k", None).await.unwrap().unwrap();
     assert_eq!((kv.value, kv.mod_revision), (v("first"), rev));
-    assert_eq!(store.current_revision().await.unwrap(), rev, "a refused write has no revision");
+    assert_eq!(
+        store.current_revision().await.unwrap(),
+        rev,
+        "a refused write has no revision"
+    );
 }
 
 pub async fn update_guarded_by_mod_revision(store: Arc<dyn Store>) {
@@ -103,13 +125,21 @@ pub async fn update_guarded_by_mod_revision(store: Arc<dyn Store>) {
 
     // The old revision no longer matches.
     match store.update("/k", v("3"), created).await {
-        Err(StoreError::Conflict { key, expected, current }) => {
+        Err(StoreError::Conflict {
+            key,
+            expected,
+            current,
+        }) => {
             assert_eq!((key.as_str(), expected, current), ("/k", created, updated));
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
     let kv = store.get("/k", None).await.unwrap().unwrap();
-    assert_eq!((kv.value, kv.version), (v("2"), 2), "a refused update changes nothing");
+    assert_eq!(
+        (kv.value, kv.version),
+        (v("2"), 2),
+        "a refused update changes nothing"
+    );
     assert_eq!(store.current_revision().await.unwrap(), updated);
 }
 
@@ -120,7 +150,11 @@ pub async fn update_of_missing_key_is_not_found(store: Arc<dyn Store>) {
             other => panic!("expected NotFound for expected={expected}, got {other:?}"),
         }
     }
-    assert_eq!(store.get("/missing", None).await.unwrap(), None, "update must not create");
+    assert_eq!(
+        store.get("/missing", None).await.unwrap(),
+        None,
+        "update must not create"
+    );
     match store.delete("/missing", 0).await {
         Err(StoreError::NotFound { .. }) => {}
         other => panic!("expected NotFound, got {other:?}"),
@@ -134,7 +168,10 @@ pub async fn delete_guarded_by_mod_revision(store: Arc<dyn Store>) {
         Err(StoreError::Conflict { current, .. }) => assert_eq!(current, updated),
         other => panic!("expected Conflict, got {other:?}"),
     }
-    assert!(store.get("/k", None).await.unwrap().is_some(), "a refused delete changes nothing");
+    assert!(
+        store.get("/k", None).await.unwrap().is_some(),
+        "a refused delete changes nothing"
+    );
     let deleted = store.delete("/k", updated).await.unwrap();
     assert!(deleted > updated);
     assert_eq!(store.get("/k", None).await.unwrap(), None);
@@ -151,7 +188,10 @@ pub async fn recreate_after_delete_starts_a_new_incarnation(store: Arc<dyn Store
     store.delete("/k", first).await.unwrap();
     let again = store.create("/k", v("3")).await.unwrap();
     let kv = store.get("/k", None).await.unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (again, again, 1));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (again, again, 1)
+    );
     assert_eq!(kv.value, v("3"));
 }
 
@@ -166,11 +206,21 @@ pub async fn get_at_past_revisions(store: Arc<dyn Store>) {
     assert_eq!(store.get("/k", Some(before)).await.unwrap(), None);
     let at = |rev| {
         let store = store.clone();
-        async move { store.get("/k", Some(rev)).await.unwrap().map(|kv| (kv.value, kv.mod_revision, kv.version)) }
+        async move {
+            store
+                .get("/k", Some(rev))
+                .await
+                .unwrap()
+                .map(|kv| (kv.value, kv.mod_revision, kv.version))
+        }
     };
     assert_eq!(at(r1).await, Some((v("1"), r1, 1)));
     assert_eq!(at(r2).await, Some((v("2"), r2, 2)));
-    assert_eq!(at(other).await, Some((v("2"), r2, 2)), "unchanged between writes");
+    assert_eq!(
+        at(other).await,
+        Some((v("2"), r2, 2)),
+        "unchanged between writes"
+    );
     assert_eq!(at(r3).await, None, "deleted at r3");
     assert_eq!(at(r4).await, Some((v("4"), r4, 1)));
     let current = store.current_revision().await.unwrap();
@@ -181,10 +231,23 @@ pub async fn get_at_past_revisions(store: Arc<dyn Store>) {
 }
 
 pub async fn list_prefix_in_key_order(store: Arc<dyn Store>) {
-    for key in ["/a/c", "/a/a", "/a/b/x", "/a", "/a0", "/ab/z", "/b/a", "/a/\u{e9}"] {
+    for key in [
+        "/a/c",
+        "/a/a",
+        "/a/b/x",
+        "/a",
+        "/a0",
+        "/ab/z",
+        "/b/a",
+        "/a/\u{e9}",
+    ] {
         store.create(key, v(key)).await.unwrap();
     }
-    let keys: Vec<String> = list_all(&*store, "/a/").await.into_iter().map(|kv| kv.key).collect();
+    let keys: Vec<String> = list_all(&*store, "/a/")
+        .await
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(keys, ["/a/a", "/a/b/x", "/a/c", "/a/\u{e9}"]);
     let page = store.list("/a/", ListOptions::default()).await.unwrap();
     assert!(!page.more);
@@ -194,7 +257,11 @@ pub async fn list_prefix_in_key_order(store: Arc<dyn Store>) {
     }
     assert!(list_all(&*store, "/nothing/").await.is_empty());
     // An empty prefix lists everything, in byte order.
-    let all: Vec<String> = list_all(&*store, "").await.into_iter().map(|kv| kv.key).collect();
+    let all: Vec<String> = list_all(&*store, "")
+        .await
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted);
@@ -205,10 +272,19 @@ pub async fn list_pages_share_one_revision(store: Arc<dyn Store>) {
     let mut revs = BTreeMap::new();
     for i in 0..10 {
         let key = format!("/p/{i:02}");
-        revs.insert(key.clone(), store.create(&key, v(&format!("old{i}"))).await.unwrap());
+        revs.insert(
+            key.clone(),
+            store.create(&key, v(&format!("old{i}"))).await.unwrap(),
+        );
     }
     let first = store
-        .list("/p/", ListOptions { limit: Some(3), ..ListOptions::default() })
+        .list(
+            "/p/",
+            ListOptions {
+                limit: Some(3),
+                ..ListOptions::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(first.kvs.len(), 3);
@@ -216,7 +292,10 @@ pub async fn list_pages_share_one_revision(store: Arc<dyn Store>) {
     let snapshot = first.revision;
 
     // Change the keys while paging: the later pages must not see it.
-    store.update("/p/05", v("new"), revs["/p/05"]).await.unwrap();
+    store
+        .update("/p/05", v("new"), revs["/p/05"])
+        .await
+        .unwrap();
     store.delete("/p/07", revs["/p/07"]).await.unwrap();
     store.create("/p/04a", v("new")).await.unwrap();
     store.delete("/p/01", revs["/p/01"]).await.unwrap();
@@ -241,12 +320,17 @@ pub async fn list_pages_share_one_revision(store: Arc<dyn Store>) {
         seen.extend(page.kvs);
     }
     let got: Vec<(String, Bytes)> = seen.into_iter().map(|kv| (kv.key, kv.value)).collect();
-    let want: Vec<(String, Bytes)> =
-        (0..10).map(|i| (format!("/p/{i:02}"), v(&format!("old{i}")))).collect();
+    let want: Vec<(String, Bytes)> = (0..10)
+        .map(|i| (format!("/p/{i:02}"), v(&format!("old{i}"))))
+        .collect();
     assert_eq!(got, want, "all pages show the first page's snapshot");
 
     // A fresh listing shows the changes.
-    let now: Vec<String> = list_all(&*store, "/p/").await.into_iter().map(|kv| kv.key).collect();
+    let now: Vec<String> = list_all(&*store, "/p/")
+        .await
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert!(now.contains(&"/p/04a".to_string()) && !now.contains(&"/p/07".to_string()));
 }
 
@@ -259,18 +343,43 @@ pub async fn list_at_past_revision(store: Arc<dyn Store>) {
     store.create("/l/c", v("c1")).await.unwrap();
 
     let old = store
-        .list("/l/", ListOptions { revision: Some(then), ..ListOptions::default() })
+        .list(
+            "/l/",
+            ListOptions {
+                revision: Some(then),
+                ..ListOptions::default()
+            },
+        )
         .await
         .unwrap();
-    let old: Vec<(String, Bytes, i64)> =
-        old.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect();
-    assert_eq!(old, vec![("/l/a".into(), v("a1"), a), ("/l/b".into(), v("b1"), b)]);
-    let new: Vec<(String, Bytes)> =
-        list_all(&*store, "/l/").await.into_iter().map(|kv| (kv.key, kv.value)).collect();
-    assert_eq!(new, vec![("/l/a".into(), v("a2")), ("/l/c".into(), v("c1"))]);
+    let old: Vec<(String, Bytes, i64)> = old
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value, kv.mod_revision))
+        .collect();
+    assert_eq!(
+        old,
+        vec![("/l/a".into(), v("a1"), a), ("/l/b".into(), v("b1"), b)]
+    );
+    let new: Vec<(String, Bytes)> = list_all(&*store, "/l/")
+        .await
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    assert_eq!(
+        new,
+        vec![("/l/a".into(), v("a2")), ("/l/c".into(), v("c1"))]
+    );
     // Limits apply to past reads too.
     let page = store
-        .list("/l/", ListOptions { revision: Some(then), limit: Some(1), start_after: None })
+        .list(
+            "/l/",
+            ListOptions {
+                revision: Some(then),
+                limit: Some(1),
+                start_after: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!((page.kvs.len(), page.more), (1, true));
@@ -290,7 +399,9 @@ pub async fn count_by_prefix(store: Arc<dyn Store>) {
 
 pub async fn values_round_trip_exactly(store: Arc<dyn Store>) {
     let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
-    let large: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let large: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let cases = [
         ("/v/empty", Bytes::new()),
         ("/v/binary", Bytes::from(binary)),
@@ -301,7 +412,11 @@ pub async fn values_round_trip_exactly(store: Arc<dyn Store>) {
         store.create(key, value.clone()).await.unwrap();
     }
     for (key, value) in &cases {
-        assert_eq!(&store.get(key, None).await.unwrap().unwrap().value, value, "{key}");
+        assert_eq!(
+            &store.get(key, None).await.unwrap().unwrap().value,
+            value,
+            "{key}"
+        );
     }
     let mut watch = store.watch("/v/", 1).await.unwrap();
     for (key, value) in &cases {
@@ -311,10 +426,22 @@ pub async fn values_round_trip_exactly(store: Arc<dyn Store>) {
 }
 
 pub async fn empty_key_is_rejected(store: Arc<dyn Store>) {
-    assert!(matches!(store.create("", v("x")).await, Err(StoreError::InvalidArgument(_))));
-    assert!(matches!(store.get("", None).await, Err(StoreError::InvalidArgument(_))));
-    assert!(matches!(store.update("", v("x"), 1).await, Err(StoreError::InvalidArgument(_))));
-    assert!(matches!(store.delete("", 1).await, Err(StoreError::InvalidArgument(_))));
+    assert!(matches!(
+        store.create("", v("x")).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.get("", None).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.update("", v("x"), 1).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.delete("", 1).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
 }
 
 pub async fn concurrent_writers_get_distinct_revisions(store: Arc<dyn Store>) {
@@ -338,7 +465,11 @@ pub async fn concurrent_writers_get_distinct_revisions(store: Arc<dyn Store>) {
     let mut revisions: Vec<i64> = all.iter().map(|(_, rev)| *rev).collect();
     revisions.sort();
     revisions.dedup();
-    assert_eq!(revisions.len(), all.len(), "every write has its own revision");
+    assert_eq!(
+        revisions.len(),
+        all.len(),
+        "every write has its own revision"
+    );
     for (key, rev) in &all {
         let kv = store.get(key, None).await.unwrap().unwrap();
         assert_eq!((kv.mod_revision, &kv.value), (*rev, &v(key)));
@@ -357,7 +488,10 @@ pub async fn compare_and_swap_loses_no_update(store: Arc<dyn Store>) {
                 loop {
                     let kv = store.get("/counter", None).await.unwrap().unwrap();
                     let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
-                    match store.update("/counter", v(&(n + 1).to_string()), kv.mod_revision).await {
+                    match store
+                        .update("/counter", v(&(n + 1).to_string()), kv.mod_revision)
+                        .await
+                    {
                         Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => conflicts += 1,
                         Err(other) => panic!("{other}"),
@@ -391,13 +525,25 @@ pub async fn watch_from_now(store: Arc<dyn Store>) {
     assert_eq!(events[0].prev, None);
 
     assert_eq!(events[1].kind, EventKind::Modify);
-    assert_eq!((events[1].revision(), &events[1].kv.value), (updated, &v("2")));
-    let prev = events[1].prev.as_ref().expect("modify carries the previous value");
+    assert_eq!(
+        (events[1].revision(), &events[1].kv.value),
+        (updated, &v("2"))
+    );
+    let prev = events[1]
+        .prev
+        .as_ref()
+        .expect("modify carries the previous value");
     assert_eq!((&prev.value, prev.mod_revision), (&v("1"), created));
 
     assert_eq!(events[2].kind, EventKind::Delete);
-    assert_eq!((events[2].kv.key.as_str(), events[2].revision()), ("/w/old", deleted));
-    let prev = events[2].prev.as_ref().expect("delete carries the previous value");
+    assert_eq!(
+        (events[2].kv.key.as_str(), events[2].revision()),
+        ("/w/old", deleted)
+    );
+    let prev = events[2]
+        .prev
+        .as_ref()
+        .expect("delete carries the previous value");
     assert_eq!((&prev.value, prev.mod_revision), (&v("old"), old));
     assert_quiet(&mut watch).await;
 }
@@ -411,8 +557,10 @@ pub async fn watch_replays_history_with_previous_values(store: Arc<dyn Store>) {
 
     let mut watch = store.watch("/h/", r1).await.unwrap();
     let events = next_events(&mut watch, 4).await;
-    let summary: Vec<(EventKind, &str, i64)> =
-        events.iter().map(|e| (e.kind, e.kv.key.as_str(), e.revision())).collect();
+    let summary: Vec<(EventKind, &str, i64)> = events
+        .iter()
+        .map(|e| (e.kind, e.kv.key.as_str(), e.revision()))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -430,7 +578,11 @@ pub async fn watch_replays_history_with_previous_values(store: Arc<dyn Store>) {
 
     // Starting in the middle skips what came before.
     let mut watch = store.watch("/h/", r3).await.unwrap();
-    let revisions: Vec<i64> = next_events(&mut watch, 3).await.iter().map(|e| e.revision()).collect();
+    let revisions: Vec<i64> = next_events(&mut watch, 3)
+        .await
+        .iter()
+        .map(|e| e.revision())
+        .collect();
     assert_eq!(revisions, vec![r3, r4, r5]);
 }
 
@@ -445,7 +597,10 @@ pub async fn watch_sees_every_concurrent_write_in_order(store: Arc<dyn Store>) {
             for i in 0..25 {
                 let key = format!("/cw/{writer}/{i}");
                 revs.push(store.create(&key, v(&key)).await.unwrap());
-                store.create(&format!("/noise/{writer}/{i}"), v("n")).await.unwrap();
+                store
+                    .create(&format!("/noise/{writer}/{i}"), v("n"))
+                    .await
+                    .unwrap();
             }
             revs
         }));
@@ -456,9 +611,15 @@ pub async fn watch_sees_every_concurrent_write_in_order(store: Arc<dyn Store>) {
     }
     let events = next_events(&mut watch, 200).await;
     let seen: Vec<i64> = events.iter().map(|e| e.revision()).collect();
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "events in strictly increasing revision order");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "events in strictly increasing revision order"
+    );
     acked.sort();
-    assert_eq!(seen, acked, "exactly the acknowledged writes under the prefix");
+    assert_eq!(
+        seen, acked,
+        "exactly the acknowledged writes under the prefix"
+    );
     for event in &events {
         assert_eq!(event.kv.value, v(&event.kv.key));
     }
@@ -485,8 +646,15 @@ pub async fn slow_watcher_gets_every_event(store: Arc<dyn Store>) {
         acked.extend(task.await.unwrap());
     }
     acked.sort();
-    let seen: Vec<i64> = next_events(&mut watch, acked.len()).await.iter().map(|e| e.revision()).collect();
-    assert_eq!(seen, acked, "a watcher that falls behind still gets every event, in order");
+    let seen: Vec<i64> = next_events(&mut watch, acked.len())
+        .await
+        .iter()
+        .map(|e| e.revision())
+        .collect();
+    assert_eq!(
+        seen, acked,
+        "a watcher that falls behind still gets every event, in order"
+    );
     let later = store.create("/slow/later", v("l")).await.unwrap();
     assert_eq!(next_event(&mut watch).await.revision(), later);
 }
@@ -494,7 +662,10 @@ pub async fn slow_watcher_gets_every_event(store: Arc<dyn Store>) {
 pub async fn compaction_keeps_the_latest_state(store: Arc<dyn Store>) {
     let mut rev = store.create("/cp/kept", v("0")).await.unwrap();
     for i in 1..20 {
-        rev = store.update("/cp/kept", v(&i.to_string()), rev).await.unwrap();
+        rev = store
+            .update("/cp/kept", v(&i.to_string()), rev)
+            .await
+            .unwrap();
     }
     let gone = store.create("/cp/gone", v("g")).await.unwrap();
     store.delete("/cp/gone", gone).await.unwrap();
@@ -506,12 +677,26 @@ pub async fn compaction_keeps_the_latest_state(store: Arc<dyn Store>) {
     let kv = store.get("/cp/kept", None).await.unwrap().unwrap();
     assert_eq!((kv.value, kv.mod_revision, kv.version), (v("19"), rev, 20));
     assert_eq!(store.get("/cp/gone", None).await.unwrap(), None);
-    assert_eq!(store.get("/cp/untouched", None).await.unwrap().unwrap().mod_revision, untouched);
+    assert_eq!(
+        store
+            .get("/cp/untouched", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .mod_revision,
+        untouched
+    );
     // The compaction point itself is still readable.
     let at_floor = store.get("/cp/kept", Some(floor)).await.unwrap().unwrap();
     assert_eq!(at_floor.value, v("19"));
     let page = store
-        .list("/cp/", ListOptions { revision: Some(floor), ..ListOptions::default() })
+        .list(
+            "/cp/",
+            ListOptions {
+                revision: Some(floor),
+                ..ListOptions::default()
+            },
+        )
         .await
         .unwrap();
     let keys: Vec<&str> = page.kvs.iter().map(|kv| kv.key.as_str()).collect();
@@ -524,7 +709,15 @@ pub async fn compaction_keeps_the_latest_state(store: Arc<dyn Store>) {
     assert_eq!((event.kind, event.revision()), (EventKind::Modify, next));
     assert_eq!(event.prev.unwrap().value, v("19"));
     let recreated = store.create("/cp/gone", v("again")).await.unwrap();
-    assert_eq!(store.get("/cp/gone", None).await.unwrap().unwrap().create_revision, recreated);
+    assert_eq!(
+        store
+            .get("/cp/gone", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .create_revision,
+        recreated
+    );
 }
 
 pub async fn reads_below_the_compaction_point_fail(store: Arc<dyn Store>) {
@@ -533,17 +726,37 @@ pub async fn reads_below_the_compaction_point_fail(store: Arc<dyn Store>) {
     store.create("/rc/b", v("b")).await.unwrap();
     store.compact(second).await.unwrap();
     match store.get("/rc/a", Some(first)).await {
-        Err(StoreError::Compacted { requested, compacted }) => {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
             assert_eq!(requested, first);
             assert_eq!(compacted, second);
         }
         other => panic!("expected Compacted, got {other:?}"),
     }
-    match store.list("/rc/", ListOptions { revision: Some(first), ..ListOptions::default() }).await {
+    match store
+        .list(
+            "/rc/",
+            ListOptions {
+                revision: Some(first),
+                ..ListOptions::default()
+            },
+        )
+        .await
+    {
         Err(StoreError::Compacted { .. }) => {}
         other => panic!("expected Compacted, got {other:?}"),
     }
-    assert_eq!(store.get("/rc/a", Some(second)).await.unwrap().unwrap().value, v("2"));
+    assert_eq!(
+        store
+            .get("/rc/a", Some(second))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        v("2")
+    );
 }
 
 pub async fn watch_below_the_compaction_point_fails(store: Arc<dyn Store>) {
@@ -552,7 +765,10 @@ pub async fn watch_below_the_compaction_point_fails(store: Arc<dyn Store>) {
     let third = store.update("/wc/a", v("3"), second).await.unwrap();
     store.compact(second).await.unwrap();
     match store.watch("/wc/", first).await {
-        Err(StoreError::Compacted { requested, compacted }) => {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
             assert_eq!((requested, compacted), (first, second));
         }
         Ok(_) => panic!("watch below the compaction point must fail"),
@@ -578,7 +794,10 @@ pub async fn compact_rejects_future_and_old_revisions(store: Arc<dyn Store>) {
         other => panic!("expected Compacted for a repeated compaction, got {other:?}"),
     }
     assert_eq!(store.compacted_revision().await.unwrap(), rev);
-    assert_eq!(store.get("/cr/a", None).await.unwrap().unwrap().value, v("1"));
+    assert_eq!(
+        store.get("/cr/a", None).await.unwrap().unwrap().value,
+        v("1")
+    );
 }
 
 /// A tiny deterministic generator, so both backends see the same operations.
@@ -609,38 +828,84 @@ pub async fn random_operations_match_a_model(store: Arc<dyn Store>) {
         match rng.below(10) {
             0..=2 => match (store.create(&key, value.clone()).await, &existing) {
                 (Ok(rev), None) => {
-                    model.insert(key.clone(), KeyValue { key: key.clone(), value: value.clone(), create_revision: rev, mod_revision: rev, version: 1 });
+                    model.insert(
+                        key.clone(),
+                        KeyValue {
+                            key: key.clone(),
+                            value: value.clone(),
+                            create_revision: rev,
+                            mod_revision: rev,
+                            version: 1,
+                        },
+                    );
                     history.push((rev, key, Some(value)));
                 }
                 (Err(StoreError::AlreadyExists { .. }), Some(_)) => {}
-                (other, _) => panic!("step {step}: create {key}: {other:?} with model {existing:?}"),
+                (other, _) => {
+                    panic!("step {step}: create {key}: {other:?} with model {existing:?}")
+                }
             },
             3..=5 => {
                 let stale = rng.below(4) == 0;
-                let expected = existing.as_ref().map_or(rng.below(50) as i64, |kv| kv.mod_revision - i64::from(stale));
+                let expected = existing.as_ref().map_or(rng.below(50) as i64, |kv| {
+                    kv.mod_revision - i64::from(stale)
+                });
                 match (store.update(&key, value.clone(), expected).await, &existing) {
                     (Ok(rev), Some(kv)) if !stale => {
-                        model.insert(key.clone(), KeyValue { value: value.clone(), mod_revision: rev, version: kv.version + 1, ..kv.clone() });
+                        model.insert(
+                            key.clone(),
+                            KeyValue {
+                                value: value.clone(),
+                                mod_revision: rev,
+                                version: kv.version + 1,
+                                ..kv.clone()
+                            },
+                        );
                         history.push((rev, key, Some(value)));
                     }
-                    (Err(StoreError::Conflict { current, .. }), Some(kv)) if stale => assert_eq!(current, kv.mod_revision),
+                    (Err(StoreError::Conflict { current, .. }), Some(kv)) if stale => {
+                        assert_eq!(current, kv.mod_revision)
+                    }
                     (Err(StoreError::NotFound { .. }), None) => {}
-                    (other, _) => panic!("step {step}: update {key}: {other:?} with model {existing:?}"),
+                    (other, _) => {
+                        panic!("step {step}: update {key}: {other:?} with model {existing:?}")
+                    }
                 }
             }
-            6..=7 => match (&existing, store.delete(&key, existing.as_ref().map_or(1, |kv| kv.mod_revision)).await) {
+            6..=7 => match (
+                &existing,
+                store
+                    .delete(&key, existing.as_ref().map_or(1, |kv| kv.mod_revision))
+                    .await,
+            ) {
                 (Some(_), Ok(rev)) => {
                     model.remove(&key);
                     history.push((rev, key, None));
                 }
                 (None, Err(StoreError::NotFound { .. })) => {}
-                (_, other) => panic!("step {step}: delete {key}: {other:?} with model {existing:?}"),
+                (_, other) => {
+                    panic!("step {step}: delete {key}: {other:?} with model {existing:?}")
+                }
             },
             8 => {
                 // Read a past snapshot that has not been compacted.
-                let readable: Vec<_> = snapshots.iter().filter(|(rev, _)| *rev >= compacted).collect();
-                if let Some((rev, snapshot)) = readable.get(rng.below(readable.len().max(1) as u64) as usize) {
-                    let page = store.list("/m/", ListOptions { revision: Some(*rev), ..ListOptions::default() }).await.unwrap();
+                let readable: Vec<_> = snapshots
+                    .iter()
+                    .filter(|(rev, _)| *rev >= compacted)
+                    .collect();
+                if let Some((rev, snapshot)) =
+                    readable.get(rng.below(readable.len().max(1) as u64) as usize)
+                {
+                    let page = store
+                        .list(
+                            "/m/",
+                            ListOptions {
+                                revision: Some(*rev),
+                                ..ListOptions::default()
+                            },
+                        )
+                        .await
+                        .unwrap();
                     let got: Vec<&KeyValue> = page.kvs.iter().collect();
                     let want: Vec<&KeyValue> = snapshot.values().collect();
                     assert_eq!(got, want, "step {step}: list at {rev}");
@@ -667,7 +932,10 @@ pub async fn random_operations_match_a_model(store: Arc<dyn Store>) {
     // Replaying what survived compaction reproduces the recorded history exactly.
     let from = start.max(compacted);
     let mut watch = store.watch("/m/", from).await.unwrap();
-    let expected: Vec<_> = history.into_iter().filter(|(rev, _, _)| *rev >= from).collect();
+    let expected: Vec<_> = history
+        .into_iter()
+        .filter(|(rev, _, _)| *rev >= from)
+        .collect();
     for (rev, key, value) in expected {
         let event = next_event(&mut watch).await;
         assert_eq!((event.revision(), &event.kv.key), (rev, &key));

@@ -1,5 +1,6 @@
 //! Starts a private etcd (Debian's `etcd-server`) on random loopback ports in a temp dir.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,7 +21,26 @@ fn free_port() -> std::io::Result<u16> {
 
 /// The etcd binary: `$KEELSON_ETCD_BIN`, else `etcd` on the PATH.
 fn etcd_binary() -> PathBuf {
-    std::env::var_os("KEELSON_ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| "etcd".into())
+    std::env::var_os("KEELSON_ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "etcd".into())
+}
+
+/// Whether an etcd client port answers `/health` with `"health":"true"`. A bare TCP
+/// connect is not enough: with many etcds starting at once, a port can belong to another
+/// one's peer listener.
+fn healthy(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200") && response.contains(r#""health":"true""#)
 }
 
 impl EtcdServer {
@@ -32,7 +52,9 @@ impl EtcdServer {
         // A port picked here can be taken before etcd binds it: retry with new ones.
         for _ in 0..5 {
             let dir = match base {
-                Some(base) => tempfile::Builder::new().prefix("keelson-etcd").tempdir_in(base)?,
+                Some(base) => tempfile::Builder::new()
+                    .prefix("keelson-etcd")
+                    .tempdir_in(base)?,
                 None => tempfile::Builder::new().prefix("keelson-etcd").tempdir()?,
             };
             match Self::launch(dir) {
@@ -80,10 +102,16 @@ impl EtcdServer {
         loop {
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
-                return Err(std::io::Error::other(format!("etcd exited with {status}: {log}")));
+                return Err(std::io::Error::other(format!(
+                    "etcd exited with {status}: {log}"
+                )));
             }
-            if TcpStream::connect(("127.0.0.1", client_port)).is_ok() {
-                return Ok(EtcdServer { child, dir, endpoint: client });
+            if healthy(client_port) {
+                return Ok(EtcdServer {
+                    child,
+                    dir,
+                    endpoint: client,
+                });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
