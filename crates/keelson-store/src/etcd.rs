@@ -27,6 +27,10 @@ use crate::kv::{
 };
 use crate::{Result, Store, StoreError, check_key};
 
+/// Largest response accepted from etcd: a list of every object of a kind can be far beyond
+/// gRPC's 4 MiB default (kube-apiserver lifts its limit the same way).
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
 /// Where the compaction point is recorded (kube-apiserver's key).
 const COMPACT_KEY: &str = "compact_rev_key";
 
@@ -143,7 +147,13 @@ impl EtcdStore {
         key: Vec<u8>,
         options: GetOptions,
     ) -> Result<GetResponse, etcd_client::Error> {
-        self.client.kv_client().get(key, Some(options)).await
+        self.kv().get(key, Some(options)).await
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     /// Maps a failed read at `requested` to the contract's error.
@@ -355,6 +365,7 @@ impl Store for EtcdStore {
         let stream = self
             .client
             .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .watch(key, Some(options))
             .await
             .map_err(failure("etcd watch"))?;
@@ -408,7 +419,7 @@ impl Store for EtcdStore {
             {
                 continue; // another server moved it; look again
             }
-            return match self.client.kv_client().compact(revision, None).await {
+            return match self.kv().compact(revision, None).await {
                 Ok(_) => Ok(()),
                 Err(error) => match revision_problem(&error) {
                     // Compacted there already (etcd's own auto-compaction): same outcome.

@@ -1,1 +1,67 @@
-fn main() {}
+//! The `keelson` binary: every keelson component behind one command line.
+//!
+//! * `keelson server` runs a cluster control plane on this machine (today: the state
+//!   store with automatic compaction, health and metrics endpoints);
+//! * `keelson version` prints the version and the commit it was built from.
+
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// keelson: a Kubernetes-compatible container orchestrator in one binary.
+#[derive(Parser)]
+#[command(name = "keelson", version = version(), about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the keelson server (control plane) on this machine.
+    Server(server::ServerArgs),
+    /// Print the version and git commit.
+    Version,
+}
+
+fn version() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("KEELSON_GIT_COMMIT"),
+        ")"
+    )
+}
+
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        // `{:#}` prints the whole cause chain on one line.
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            println!("keelson {}", version());
+            Ok(())
+        }
+        Command::Server(args) => {
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(server::run(args))
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KEELSON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}

@@ -385,6 +385,22 @@ pub async fn list_at_past_revision(store: Arc<dyn Store>) {
     assert_eq!((page.kvs.len(), page.more), (1, true));
 }
 
+pub async fn large_lists_are_returned_whole(store: Arc<dyn Store>) {
+    // Well past gRPC's 4 MiB default message size, in values etcd accepts (< 1.5 MiB).
+    let big = Bytes::from(vec![7u8; 900 * 1024]);
+    for i in 0..7 {
+        store
+            .create(&format!("/big/{i}"), big.clone())
+            .await
+            .unwrap();
+    }
+    let page = store.list("/big/", ListOptions::default()).await.unwrap();
+    assert_eq!(page.kvs.len(), 7);
+    assert!(page.kvs.iter().all(|kv| kv.value == big));
+    let mut watch = store.watch("/big/", 1).await.unwrap();
+    assert_eq!(next_events(&mut watch, 7).await.len(), 7);
+}
+
 pub async fn count_by_prefix(store: Arc<dyn Store>) {
     for i in 0..7 {
         store.create(&format!("/c/x/{i}"), v("x")).await.unwrap();

@@ -27,6 +27,7 @@ macro_rules! conformance_suite {
             list_prefix_in_key_order,
             list_pages_share_one_revision,
             list_at_past_revision,
+            large_lists_are_returned_whole,
             count_by_prefix,
             values_round_trip_exactly,
             empty_key_is_rejected,

@@ -1,0 +1,194 @@
+//! `keelson server`: opens the state store and keeps it healthy.
+//!
+//! Today the server opens the datastore (embedded SQLite in the data dir by default, or
+//! etcd), runs automatic compaction, and serves `/livez`, `/readyz`, `/healthz` and
+//! Prometheus `/metrics` until SIGINT or SIGTERM, then closes the store cleanly.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Args;
+use keelson_store::{
+    CompactionPolicy, Compactor, EtcdConfig, EtcdStore, Instrumented, SqliteConfig, SqliteStore,
+    Store, StoreMetrics,
+};
+use prometheus_client::registry::Registry;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Where the server keeps its state (default: /var/lib/keelson as root,
+    /// ~/.local/share/keelson otherwise).
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The datastore: `sqlite` (embedded, in the data dir) or etcd client URLs separated by
+    /// commas (`http://10.0.0.1:2379,http://10.0.0.2:2379`).
+    #[arg(long, env = "KEELSON_DATASTORE", default_value = "sqlite")]
+    pub datastore: String,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+
+    /// Port for the health and metrics endpoints.
+    #[arg(long, default_value_t = 6443)]
+    pub port: u16,
+
+    /// Keep at least this many revisions of history.
+    #[arg(long, default_value_t = 10_000)]
+    pub history_revisions: i64,
+
+    /// Keep at least this many seconds of history.
+    #[arg(long, default_value_t = 300)]
+    pub history_seconds: u64,
+}
+
+/// The default data dir: system-wide for root, per user otherwise (as k3s does).
+fn default_data_dir() -> Result<PathBuf> {
+    // /proc/self belongs to the process's effective user.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if is_root {
+        return Ok(PathBuf::from("/var/lib/keelson"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/keelson"))
+}
+
+/// The open datastore, with what closing it needs.
+enum Datastore {
+    Sqlite(Arc<SqliteStore>),
+    Etcd,
+}
+
+struct AppState {
+    store: Arc<dyn Store>,
+    registry: Mutex<Registry>,
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let data_dir = match args.data_dir.clone() {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let mut registry = Registry::default();
+    let (datastore, backend): (Datastore, Arc<dyn Store>) = match args.datastore.as_str() {
+        "sqlite" => {
+            let path = data_dir.join("db").join("state.db");
+            let store = Arc::new(SqliteStore::open(SqliteConfig::new(&path)).await?);
+            store.register_metrics(&mut registry);
+            tracing::info!(path = %path.display(), "opened embedded SQLite datastore");
+            (Datastore::Sqlite(store.clone()), store)
+        }
+        urls if urls.starts_with("http://") || urls.starts_with("https://") => {
+            let endpoints: Vec<String> = urls.split(',').map(|s| s.trim().to_owned()).collect();
+            let store = EtcdStore::connect(EtcdConfig::new(endpoints.clone())).await?;
+            tracing::info!(?endpoints, "connected to etcd datastore");
+            (Datastore::Etcd, Arc::new(store))
+        }
+        other => {
+            bail!("--datastore must be `sqlite` or etcd URLs (http://host:2379), not {other:?}")
+        }
+    };
+    let metrics = StoreMetrics::default();
+    metrics.register(&mut registry);
+    let store: Arc<dyn Store> = Arc::new(Instrumented::new(backend, metrics));
+    tracing::info!(
+        revision = store.current_revision().await?,
+        compacted = store.compacted_revision().await?,
+        "datastore ready"
+    );
+    let compactor = Compactor::spawn(
+        store.clone(),
+        CompactionPolicy {
+            retain_revisions: args.history_revisions,
+            retain_for: Duration::from_secs(args.history_seconds),
+            ..CompactionPolicy::default()
+        },
+    );
+
+    let state = Arc::new(AppState {
+        store,
+        registry: Mutex::new(registry),
+    });
+    let app = Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/healthz", get(ready))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    let addr = SocketAddr::new(args.bind_address, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "keelson server running");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    drop(compactor);
+    if let Datastore::Sqlite(store) = datastore {
+        store.close().await;
+    }
+    tracing::info!("keelson server stopped");
+    Ok(())
+}
+
+/// Ready when the datastore answers.
+async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    match state.store.current_revision().await {
+        Ok(_) => (StatusCode::OK, "ok".to_string()),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("datastore: {error}"),
+        ),
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut text = String::new();
+    let registry = state.registry.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            error.to_string(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
