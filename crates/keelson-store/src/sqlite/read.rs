@@ -1,8 +1,14 @@
 //! Read queries, each inside one read transaction (one consistent snapshot).
 //!
-//! Reads at the latest revision use the `current` table; reads at a past revision find,
-//! per key, the newest `log` row at or below it. Every read first checks the requested
-//! revision against the snapshot's `revision` and `compact_revision`.
+//! Reads at the latest revision use the `current` table. Reads at a past revision R start
+//! from the latest state and undo what changed after R: a key changed after R had, at R,
+//! the value its first change after R replaced (that row's `prev_revision`; none if the
+//! change was a create). This costs time in proportion to the writes since R, which for
+//! the reads that ask for the past (the later pages of a list) is small. Compaction keeps
+//! exactly these rows for every R at or above the compaction point.
+//!
+//! Every read first checks the requested revision against the snapshot's `revision` and
+//! `compact_revision`.
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -85,21 +91,29 @@ impl<'c> Snapshot<'c> {
                 return self.query_one(sql, params![key.as_bytes()]);
             }
         };
-        let sql = "SELECT revision, create_revision, version, value, name, deleted FROM log
-                   WHERE name = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1";
-        let mut stmt = self.tx.prepare_cached(sql).map_err(sql_error("get"))?;
-        let row = stmt
-            .query_row(params![key.as_bytes(), at], |r| {
-                let deleted: bool = r.get(5)?;
-                if deleted {
-                    Ok(None)
-                } else {
-                    kv_from_row(r).map(Some)
-                }
+        // The key's first change after `at`, if any, says what it was at `at`.
+        let first_change: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT prev_revision FROM log WHERE revision > ?1 AND name = ?2
+                 ORDER BY revision LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![at, key.as_bytes()], |r| r.get(0))
+                    .optional()
             })
-            .optional()
             .map_err(sql_error("get"))?;
-        row.flatten().transpose()
+        match first_change {
+            // Created after `at`: absent then.
+            Some(0) => Ok(None),
+            Some(prev) => self.query_one(
+                "SELECT revision, create_revision, version, value, name FROM log
+                 WHERE revision = ?1",
+                params![prev],
+            ),
+            // Unchanged since `at`: its latest state.
+            None => self.get(key, None),
+        }
     }
 
     fn query_one(
@@ -136,12 +150,20 @@ impl<'c> Snapshot<'c> {
             )
         } else {
             format!(
-                "SELECT l.revision, l.create_revision, l.version, l.value, l.name
-                 FROM (SELECT name, max(revision) AS revision FROM log
-                       WHERE {} AND revision <= :at GROUP BY name) m
-                 JOIN log l ON l.revision = m.revision
-                 WHERE l.deleted = 0 ORDER BY m.name LIMIT :limit",
-                range.condition("name")
+                "WITH changed AS (
+                     SELECT name, min(revision) AS first FROM log
+                     WHERE revision > :at AND {names} GROUP BY name),
+                 visible AS (
+                     SELECT l.prev_revision AS revision
+                     FROM changed c JOIN log l ON l.revision = c.first
+                     WHERE l.prev_revision > 0
+                     UNION ALL
+                     SELECT revision FROM current
+                     WHERE {names} AND name NOT IN (SELECT name FROM changed))
+                 SELECT l.revision, l.create_revision, l.version, l.value, l.name
+                 FROM visible v JOIN log l ON l.revision = v.revision
+                 ORDER BY l.name LIMIT :limit",
+                names = range.condition("name")
             )
         };
         let mut stmt = self.tx.prepare_cached(&sql).map_err(sql_error("list"))?;

@@ -3,9 +3,15 @@
 //! Layout (kine-inspired, with the latest state kept separately so reads at the latest
 //! revision never scan history):
 //!
-//! * `log`: one row per write, keyed by its revision; deletes are tombstones. History for
-//!   past reads and watch catch-up; values live only here.
+//! * `log`: one row per write, keyed by its revision; deletes are tombstones. Each row
+//!   names the key's previous row (`prev_revision`, 0 for a create), so history is a chain
+//!   per key. Values live only here.
 //! * `current`: key → revision of its latest `log` row, for live keys only.
+//!
+//! There is deliberately no index on `log(name)`: it would be written on every commit (a
+//! random leaf page per key touched, as many pages again as the rest of the commit) to
+//! serve only rare reads at past revisions. Those follow the chain instead: a key's value
+//! at revision R is the previous row of its first change after R (see `read.rs`).
 //! * `meta`: `format`, `revision` (latest write), `compact_revision` (reads below fail),
 //!   `compact_done` (history below it has been physically removed).
 //!
@@ -38,7 +44,6 @@ CREATE TABLE log (
     version         INTEGER NOT NULL,
     value           BLOB    NOT NULL
 );
-CREATE INDEX log_name_revision ON log (name, revision);
 CREATE TABLE current (
     name     BLOB PRIMARY KEY,
     revision INTEGER NOT NULL

@@ -492,19 +492,20 @@ fn guarded(
 /// Removes the history no read at or above `floor` can need, for the batch of revisions
 /// `[from, to)` (`to <= floor`):
 ///
-/// 1. every row older than a row in the batch, for the same key: it is superseded below
-///    the floor (this also reaches rows an earlier compaction with a lower floor kept);
-/// 2. tombstones in the batch: with their older rows gone, nothing refers to them.
+/// 1. the previous row of each row in the batch: superseded below the floor. Following the
+///    chain also reaches rows an earlier compaction (with a lower floor) had to keep;
+/// 2. tombstones in the batch: their previous rows go by rule 1, and nothing refers to a
+///    tombstone (a create after a delete starts a new chain).
 ///
-/// The newest row of each key below the floor survives unless it is a tombstone, so
-/// reads at the floor and the previous values of later events stay intact.
+/// The newest row of each key below the floor survives unless it is a tombstone: it is
+/// what reads at the floor see, and the previous value of the key's next change.
 fn compact_batch(conn: &mut Connection, from: i64, to: i64, floor: i64) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let superseded = tx
         .prepare_cached(
             "DELETE FROM log WHERE revision IN (
-                 SELECT o.revision FROM log l JOIN log o ON o.name = l.name AND o.revision < l.revision
-                 WHERE l.revision >= ?1 AND l.revision < ?2 AND l.revision < ?3)",
+                 SELECT prev_revision FROM log
+                 WHERE revision >= ?1 AND revision < ?2 AND revision < ?3 AND prev_revision > 0)",
         )?
         .execute(params![from, to, floor])?;
     let tombstones = tx

@@ -831,14 +831,27 @@ impl Rng {
 /// Random creates, updates (right and stale), deletes, reads and compactions, checked
 /// against an in-memory model after every step, plus the full history replayed by watch.
 pub async fn random_operations_match_a_model(store: Arc<dyn Store>) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (run, seed) in [
+        0x9e37_79b9_7f4a_7c15u64,
+        0x2545_f491_4f6c_dd1d,
+        0xdead_beef_cafe_f00d,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        model_run(&*store, &format!("/m{run}/"), seed).await;
+    }
+}
+
+async fn model_run(store: &dyn Store, prefix: &str, seed: u64) {
+    let mut rng = Rng(seed);
     let mut model: BTreeMap<String, KeyValue> = BTreeMap::new();
     let mut history: Vec<(i64, String, Option<Bytes>)> = Vec::new();
     let mut snapshots: Vec<(i64, BTreeMap<String, KeyValue>)> = Vec::new();
     let start = store.current_revision().await.unwrap() + 1;
     let mut compacted = 0;
     for step in 0..300u64 {
-        let key = format!("/m/{}", rng.below(12));
+        let key = format!("{prefix}{}", rng.below(12));
         let value = Bytes::from(format!("{step}-{}", rng.below(1000)));
         let existing = model.get(&key).cloned();
         match rng.below(10) {
@@ -914,7 +927,7 @@ pub async fn random_operations_match_a_model(store: Arc<dyn Store>) {
                 {
                     let page = store
                         .list(
-                            "/m/",
+                            prefix,
                             ListOptions {
                                 revision: Some(*rev),
                                 ..ListOptions::default()
@@ -925,6 +938,15 @@ pub async fn random_operations_match_a_model(store: Arc<dyn Store>) {
                     let got: Vec<&KeyValue> = page.kvs.iter().collect();
                     let want: Vec<&KeyValue> = snapshot.values().collect();
                     assert_eq!(got, want, "step {step}: list at {rev}");
+                    for k in 0..12 {
+                        let key = format!("{prefix}{k}");
+                        let got = store.get(&key, Some(*rev)).await.unwrap();
+                        assert_eq!(
+                            got.as_ref(),
+                            snapshot.get(&key),
+                            "step {step}: get {key} at {rev}"
+                        );
+                    }
                 }
             }
             _ => {
@@ -940,14 +962,14 @@ pub async fn random_operations_match_a_model(store: Arc<dyn Store>) {
         }
         let current = store.current_revision().await.unwrap();
         snapshots.push((current, model.clone()));
-        let page = store.list("/m/", ListOptions::default()).await.unwrap();
+        let page = store.list(prefix, ListOptions::default()).await.unwrap();
         let got: Vec<&KeyValue> = page.kvs.iter().collect();
         let want: Vec<&KeyValue> = model.values().collect();
         assert_eq!(got, want, "step {step}: latest list");
     }
     // Replaying what survived compaction reproduces the recorded history exactly.
     let from = start.max(compacted);
-    let mut watch = store.watch("/m/", from).await.unwrap();
+    let mut watch = store.watch(prefix, from).await.unwrap();
     let expected: Vec<_> = history
         .into_iter()
         .filter(|(rev, _, _)| *rev >= from)
