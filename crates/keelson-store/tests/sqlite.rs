@@ -421,3 +421,53 @@ async fn compactor_applies_its_policy() -> Result<()> {
     ensure!(store.get("/c", None).await?.context("latest kept")?.value == "199");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_overtaken_by_compaction_is_told() -> Result<()> {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir()?;
+    let mut config = SqliteConfig::new(dir.path().join("state.db"));
+    config.watch_buffer = 4;
+    let store = SqliteStore::open(config).await?;
+    let mut watch = store.watch("/lag/", 0).await?;
+    // The watcher reads nothing while its events leave the live buffer and then the log.
+    let mut rev = store.create("/lag/k", "0".into()).await?;
+    for i in 1..50 {
+        rev = store.update("/lag/k", i.to_string().into(), rev).await?;
+    }
+    store.compact(rev).await?;
+    let mut delivered = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await? {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(StoreError::Compacted { compacted, .. })) => {
+                ensure!(compacted == rev);
+                break;
+            }
+            Some(Err(other)) => anyhow::bail!("expected Compacted, got {other}"),
+            None => anyhow::bail!("the watch ended without saying why after {delivered} events"),
+        }
+    }
+    ensure!(
+        delivered < 50,
+        "all {delivered} events arrived: the watcher never fell behind"
+    );
+    ensure!(watch.next().await.is_none(), "nothing follows the error");
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_end_when_the_store_closes() -> Result<()> {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir()?;
+    let store = open(&dir.path().join("state.db")).await?;
+    let mut watch = store.watch("/", 0).await?;
+    store.close().await;
+    match tokio::time::timeout(Duration::from_secs(10), watch.next()).await? {
+        Some(Err(StoreError::Closed)) => {}
+        other => anyhow::bail!("expected Closed, got {other:?}"),
+    }
+    ensure!(matches!(store.watch("/", 0).await, Err(StoreError::Closed)));
+    Ok(())
+}
