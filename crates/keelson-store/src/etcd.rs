@@ -171,7 +171,26 @@ impl EtcdStore {
         }
     }
 
-    /// Runs a guarded write: `ops` if `compares` hold, else a read of `key`.
+    /// Applies `op` to an existing `key` whose `mod_revision` is `expected`.
+    async fn change(&self, key: &str, expected: i64, op: TxnOp) -> Result<i64> {
+        let compares = vec![
+            Compare::create_revision(key, CompareOp::Greater, 0),
+            Compare::mod_revision(key, CompareOp::Equal, expected),
+        ];
+        match self.guarded(key, compares, op).await? {
+            Ok(revision) => Ok(revision),
+            Err(None) => Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }),
+            Err(Some(current)) => Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: current.mod_revision,
+            }),
+        }
+    }
+
+    /// Runs a guarded write: `op` if `compares` hold, else a read of `key`.
     async fn guarded(
         &self,
         key: &str,
@@ -300,46 +319,13 @@ impl Store for EtcdStore {
 
     async fn update(&self, key: &str, value: Bytes, expected: i64) -> Result<i64> {
         check_key(key)?;
-        let compares = vec![
-            Compare::create_revision(key, CompareOp::Greater, 0),
-            Compare::mod_revision(key, CompareOp::Equal, expected),
-        ];
-        match self
-            .guarded(key, compares, TxnOp::put(key, value.to_vec(), None))
-            .await?
-        {
-            Ok(revision) => Ok(revision),
-            Err(None) => Err(StoreError::NotFound {
-                key: key.to_owned(),
-            }),
-            Err(Some(current)) => Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected,
-                current: current.mod_revision,
-            }),
-        }
+        self.change(key, expected, TxnOp::put(key, value.to_vec(), None))
+            .await
     }
 
     async fn delete(&self, key: &str, expected: i64) -> Result<i64> {
         check_key(key)?;
-        let compares = vec![
-            Compare::create_revision(key, CompareOp::Greater, 0),
-            Compare::mod_revision(key, CompareOp::Equal, expected),
-        ];
-        match self
-            .guarded(key, compares, TxnOp::delete(key, None))
-            .await?
-        {
-            Ok(revision) => Ok(revision),
-            Err(None) => Err(StoreError::NotFound {
-                key: key.to_owned(),
-            }),
-            Err(Some(current)) => Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected,
-                current: current.mod_revision,
-            }),
-        }
+        self.change(key, expected, TxnOp::delete(key, None)).await
     }
 
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream> {
