@@ -1,7 +1,8 @@
 //! The `keelson` binary: every keelson component behind one command line.
 //!
 //! * `keelson server` runs a cluster control plane on this machine (today: the state
-//!   store with automatic compaction, health and metrics endpoints);
+//!   store with automatic compaction, and the HTTPS API server's credentials,
+//!   authentication, health, version and metrics endpoints);
 //! * `keelson version` prints the version and the commit it was built from.
 
 mod server;
@@ -52,7 +53,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(server::run(args))
+            let build = keelson_apiserver::BuildInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: env!("KEELSON_GIT_COMMIT").into(),
+            };
+            runtime.block_on(server::run(args, build))
         }
     }
 }

@@ -1,21 +1,19 @@
-//! `keelson server`: opens the state store and keeps it healthy.
+//! `keelson server`: the control plane on this machine.
 //!
-//! Today the server opens the datastore (embedded SQLite in the data dir by default, or
-//! etcd), runs automatic compaction, and serves `/livez`, `/readyz`, `/healthz` and
-//! Prometheus `/metrics` until SIGINT or SIGTERM, then closes the store cleanly.
+//! Opens the datastore (embedded SQLite in the data dir by default, or etcd), runs
+//! automatic compaction, and serves the Kubernetes API over HTTPS (today: health, version
+//! and metrics, behind client-certificate or token authentication) until SIGINT or SIGTERM,
+//! then closes the store cleanly. On first start it creates the cluster's credentials and
+//! `DATA_DIR/admin.kubeconfig`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::Args;
+use keelson_apiserver::{ApiServer, BuildInfo, ServerConfig};
 use keelson_store::{
     CompactionPolicy, Compactor, EtcdConfig, EtcdStore, Instrumented, SqliteConfig, SqliteStore,
     Store, StoreMetrics,
@@ -38,9 +36,13 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
 
-    /// Port for the health and metrics endpoints.
+    /// HTTPS port of the API.
     #[arg(long, default_value_t = 6443)]
     pub port: u16,
+
+    /// Extra DNS names or IP addresses for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
 
     /// Keep at least this many revisions of history.
     #[arg(long, default_value_t = 10_000)]
@@ -64,18 +66,7 @@ fn default_data_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/keelson"))
 }
 
-/// The open datastore, with what closing it needs.
-enum Datastore {
-    Sqlite(Arc<SqliteStore>),
-    Etcd,
-}
-
-struct AppState {
-    store: Arc<dyn Store>,
-    registry: Mutex<Registry>,
-}
-
-pub async fn run(args: ServerArgs) -> Result<()> {
+pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
     let data_dir = match args.data_dir.clone() {
         Some(dir) => dir,
         None => default_data_dir()?,
@@ -83,19 +74,21 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let mut registry = Registry::default();
-    let (datastore, backend): (Datastore, Arc<dyn Store>) = match args.datastore.as_str() {
+    let mut sqlite = None;
+    let backend: Arc<dyn Store> = match args.datastore.as_str() {
         "sqlite" => {
             let path = data_dir.join("db").join("state.db");
             let store = Arc::new(SqliteStore::open(SqliteConfig::new(&path)).await?);
             store.register_metrics(&mut registry);
             tracing::info!(path = %path.display(), "opened embedded SQLite datastore");
-            (Datastore::Sqlite(store.clone()), store)
+            sqlite = Some(store.clone());
+            store
         }
         urls if urls.starts_with("http://") || urls.starts_with("https://") => {
             let endpoints: Vec<String> = urls.split(',').map(|s| s.trim().to_owned()).collect();
             let store = EtcdStore::connect(EtcdConfig::new(endpoints.clone())).await?;
             tracing::info!(?endpoints, "connected to etcd datastore");
-            (Datastore::Etcd, Arc::new(store))
+            Arc::new(store)
         }
         other => {
             bail!("--datastore must be `sqlite` or etcd URLs (http://host:2379), not {other:?}")
@@ -118,62 +111,28 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         },
     );
 
-    let state = Arc::new(AppState {
-        store,
-        registry: Mutex::new(registry),
-    });
-    let app = Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/healthz", get(ready))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics_text))
-        .with_state(state);
-    let addr = SocketAddr::new(args.bind_address, args.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "keelson server running");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let config = ServerConfig {
+        data_dir: data_dir.clone(),
+        bind_address: args.bind_address,
+        port: args.port,
+        tls_sans: args.tls_sans.clone(),
+        build,
+    };
+    let server = ApiServer::bind(config, store, registry).await?;
+    tracing::info!(url = server.url(), data_dir = %data_dir.display(), "keelson server running");
+    eprintln!(
+        "keelson is serving at {}. To use it:\n  export KUBECONFIG={}\n  kubectl version",
+        server.url(),
+        server.kubeconfig_path().display()
+    );
+    server.serve(shutdown_signal()).await?;
 
     drop(compactor);
-    if let Datastore::Sqlite(store) = datastore {
+    if let Some(store) = sqlite {
         store.close().await;
     }
     tracing::info!("keelson server stopped");
     Ok(())
-}
-
-/// Ready when the datastore answers.
-async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    match state.store.current_revision().await {
-        Ok(_) => (StatusCode::OK, "ok".to_string()),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("datastore: {error}"),
-        ),
-    }
-}
-
-async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut text = String::new();
-    let registry = state.registry.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            error.to_string(),
-        );
-    }
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
 }
 
 async fn shutdown_signal() {

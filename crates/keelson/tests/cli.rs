@@ -1,13 +1,14 @@
 //! The `keelson` command line as a user runs it: version, help, and the server's
-//! lifecycle over the embedded store (start, health, metrics, SIGTERM, restart, bad data).
+//! lifecycle over the embedded store (start, HTTPS health, metrics, the admin kubeconfig
+//! with the real kubectl, SIGTERM, restart, bad data).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use keelson_apiserver::testing::{ClientAuth, https_get, kubectl};
 
 fn keelson() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keelson"))
@@ -17,22 +18,22 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.get(9..12).context("short response")?.parse()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+/// `GET path` over HTTPS, trusting the server's CA and authenticating with its admin token.
+fn get(data_dir: &Path, port: u16, path: &str, auth: bool) -> Result<(u16, String)> {
+    let ca = std::fs::read_to_string(data_dir.join("tls/ca.crt"))?;
+    let auth = if auth {
+        ClientAuth::Token(
+            std::fs::read_to_string(data_dir.join("tls/admin.token"))?
+                .trim()
+                .to_owned(),
+        )
+    } else {
+        ClientAuth::Anonymous
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(https_get(&format!("127.0.0.1:{port}"), path, &ca, &auth))?)
 }
 
 fn start_server(data_dir: &Path, port: u16) -> Result<Child> {
@@ -44,13 +45,13 @@ fn start_server(data_dir: &Path, port: u16) -> Result<Child> {
         .spawn()?)
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
+fn wait_ready(child: &mut Child, data_dir: &Path, port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
             bail!("server exited early with {status}");
         }
-        if let Ok((200, _)) = http_get(port, "/readyz") {
+        if let Ok((200, _)) = get(data_dir, port, "/readyz", false) {
             return Ok(());
         }
         ensure!(Instant::now() < deadline, "server not ready within 30 s");
@@ -118,9 +119,13 @@ fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, port)?;
-    ensure!(http_get(port, "/livez")?.0 == 200);
-    let (status, metrics) = http_get(port, "/metrics")?;
+    wait_ready(&mut server, dir.path(), port)?;
+    ensure!(get(dir.path(), port, "/livez", false)?.0 == 200);
+    ensure!(
+        get(dir.path(), port, "/metrics", false)?.0 == 401,
+        "metrics need credentials"
+    );
+    let (status, metrics) = get(dir.path(), port, "/metrics", true)?;
     ensure!(status == 200);
     ensure!(
         metrics.contains("keelson_store_operations_total"),
@@ -128,6 +133,10 @@ fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
     );
     ensure!(
         metrics.contains("keelson_sqlite_commit_group_size"),
+        "{metrics}"
+    );
+    ensure!(
+        metrics.contains("keelson_apiserver_requests_total"),
         "{metrics}"
     );
     ensure!(
@@ -145,7 +154,7 @@ fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
 
     // The same data dir starts again.
     let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, port)?;
+    wait_ready(&mut server, dir.path(), port)?;
     sigterm(&server)?;
     ensure!(wait_exit(server)?.status.success());
     Ok(())
@@ -178,5 +187,62 @@ fn server_rejects_an_unknown_datastore() -> Result<()> {
         .output()?;
     ensure!(!out.status.success());
     ensure!(String::from_utf8(out.stderr)?.contains("--datastore"));
+    Ok(())
+}
+
+#[test]
+fn kubectl_uses_the_admin_kubeconfig() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut server = start_server(dir.path(), port)?;
+    wait_ready(&mut server, dir.path(), port)?;
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let cache = dir.path().join("kube-cache");
+    let run = |args: &[&str], kubeconfig: &Path| -> Result<Output> {
+        Ok(Command::new(kubectl()?)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .output()?)
+    };
+    let out = run(&["version", "-o", "json"], &kubeconfig)?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let server_version = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .context("serverVersion")?;
+    ensure!(server_version.starts_with("v1.37.0+keelson."), "{version}");
+    let out = run(&["get", "--raw", "/readyz"], &kubeconfig)?;
+    ensure!(out.status.success() && out.stdout == b"ok");
+
+    // With a token the server does not know (instead of the client certificate), kubectl
+    // is refused. (With no credentials at all kubectl would prompt for a password.)
+    let text = std::fs::read_to_string(&kubeconfig)?;
+    let wrong_token: String = text
+        .lines()
+        .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+        .map(|l| {
+            if l.trim() == "user:" {
+                "  user: {token: not-the-token}\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let wrong_path = dir.path().join("wrong-token.kubeconfig");
+    std::fs::write(&wrong_path, wrong_token)?;
+    let out = run(&["get", "--raw", "/version"], &wrong_path)?;
+    ensure!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(stderr.contains("Unauthorized"), "{stderr}");
+
+    sigterm(&server)?;
+    ensure!(wait_exit(server)?.status.success());
     Ok(())
 }
