@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use keelson_api::Registry as ApiRegistry;
+use keelson_api::discovery;
 use keelson_store::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -110,6 +112,7 @@ impl RequestMetrics {
 
 struct AppState {
     store: Arc<dyn Store>,
+    api: ApiRegistry,
     tokens: Tokens,
     registry: Mutex<Registry>,
     metrics: RequestMetrics,
@@ -171,6 +174,7 @@ impl ApiServer {
         let metrics = RequestMetrics::register(&mut registry);
         let state = Arc::new(AppState {
             store,
+            api: ApiRegistry::builtin(),
             tokens,
             registry: Mutex::new(registry),
             metrics,
@@ -286,6 +290,11 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/version", get(version))
         .route("/metrics", get(metrics_text))
+        .route("/api", get(core_discovery))
+        .route("/api/v1", get(core_resources))
+        .route("/apis", get(group_discovery))
+        .route("/apis/{group}", get(group))
+        .route("/apis/{group}/{version}", get(group_resources))
         .fallback(|| async { ApiError::no_such_path() })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -383,4 +392,65 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+fn json_response(body: serde_json::Value, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body.to_string()).into_response()
+}
+
+fn accepts_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(discovery::wants_aggregated)
+}
+
+/// `GET /api`: aggregated discovery when asked for, else the legacy version list.
+async fn core_discovery(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if accepts_aggregated(&headers) {
+        return json_response(
+            discovery::aggregated_core(&state.api),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        );
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1:6443");
+    json_response(discovery::api_versions(host), "application/json")
+}
+
+/// `GET /apis`: aggregated discovery when asked for, else the legacy group list.
+async fn group_discovery(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if accepts_aggregated(&headers) {
+        return json_response(
+            discovery::aggregated_groups(&state.api),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        );
+    }
+    json_response(discovery::api_group_list(&state.api), "application/json")
+}
+
+async fn core_resources(State(state): State<Arc<AppState>>) -> Response {
+    match discovery::api_resource_list(&state.api, "", "v1") {
+        Some(list) => json_response(list, "application/json"),
+        None => ApiError::no_such_path().into_response(),
+    }
+}
+
+async fn group(State(state): State<Arc<AppState>>, UrlPath(group): UrlPath<String>) -> Response {
+    match discovery::api_group(&state.api, &group) {
+        Some(group) => json_response(group, "application/json"),
+        None => ApiError::no_such_path().into_response(),
+    }
+}
+
+async fn group_resources(
+    State(state): State<Arc<AppState>>,
+    UrlPath((group, version)): UrlPath<(String, String)>,
+) -> Response {
+    match discovery::api_resource_list(&state.api, &group, &version) {
+        Some(list) => json_response(list, "application/json"),
+        None => ApiError::no_such_path().into_response(),
+    }
 }

@@ -30,6 +30,18 @@ pub async fn https_get(
     ca_pem: &str,
     auth: &ClientAuth,
 ) -> std::io::Result<(u16, String)> {
+    let (code, (_, body)) = https_get_with_headers(addr, path, ca_pem, auth, &[]).await?;
+    Ok((code, body))
+}
+
+/// [`https_get`] with extra request headers; also returns the response's content type.
+pub async fn https_get_with_headers(
+    addr: &str,
+    path: &str,
+    ca_pem: &str,
+    auth: &ClientAuth,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, (String, String))> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -63,8 +75,13 @@ pub async fn https_get(
         ClientAuth::Token(token) => format!("Authorization: Bearer {token}\r\n"),
         _ => String::new(),
     };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}{extra}Connection: close\r\n\r\n"
+    );
     tls.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     // A server may close without TLS close_notify; what arrived is still the response.
@@ -75,11 +92,16 @@ pub async fn https_get(
         .ok_or_else(|| invalid("short response"))?
         .parse()
         .map_err(invalid)?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
         .unwrap_or_default();
-    Ok((code, body))
+    Ok((code, (content_type, body.to_owned())))
 }
 
 /// The kubectl the tests run: `$KEELSON_KUBECTL`, else the one `dev/setup` installs from

@@ -224,3 +224,93 @@ async fn credentials_are_created_once_and_reused() -> Result<()> {
     ensure!(serving.starts_with("-----BEGIN CERTIFICATE-----"));
     server.stop().await
 }
+
+/// `GET path` with an `Accept` header, as the admin; returns (code, content type, body).
+async fn get_accepting(
+    server: &Running,
+    path: &str,
+    accept: &str,
+) -> Result<(u16, String, String)> {
+    let (code, body) = keelson_apiserver::testing::https_get_with_headers(
+        &server.addr,
+        path,
+        &server.ca,
+        &server.admin,
+        &[("Accept", accept)],
+    )
+    .await?;
+    Ok((code, body.0, body.1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_served_both_ways() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let aggregated =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+
+    let (code, content_type, body) = get_accepting(&server, "/apis", aggregated).await?;
+    ensure!(code == 200);
+    ensure!(
+        content_type == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        "{content_type}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    ensure!(doc["kind"] == "APIGroupDiscoveryList");
+    let groups: Vec<&str> = doc["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|g| g["metadata"]["name"].as_str())
+        .collect();
+    for group in [
+        "apps",
+        "batch",
+        "autoscaling",
+        "rbac.authorization.k8s.io",
+        "coordination.k8s.io",
+    ] {
+        ensure!(groups.contains(&group), "{group} missing from {groups:?}");
+    }
+
+    let (code, content_type, body) =
+        get_accepting(&server, "/api", "application/json, */*").await?;
+    ensure!(
+        code == 200 && content_type == "application/json",
+        "{content_type}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    ensure!(
+        doc["kind"] == "APIVersions" && doc["versions"][0] == "v1",
+        "{doc}"
+    );
+
+    let (code, _, body) = get_accepting(&server, "/apis/apps/v1", "application/json").await?;
+    ensure!(code == 200);
+    let doc: serde_json::Value = serde_json::from_str(&body)?;
+    let deployments = doc["resources"]
+        .as_array()
+        .context("resources")?
+        .iter()
+        .find(|r| r["name"] == "deployments")
+        .context("deployments")?;
+    ensure!(
+        deployments["kind"] == "Deployment"
+            && deployments["namespaced"] == true
+            && deployments["shortNames"][0] == "deploy"
+    );
+
+    let (code, _, body) = get_accepting(&server, "/apis/autoscaling", "application/json").await?;
+    ensure!(
+        code == 200 && body.contains(r#""preferredVersion":{"groupVersion":"autoscaling/v2""#),
+        "{body}"
+    );
+    for missing in ["/apis/nope", "/apis/apps/v7"] {
+        let (code, _, body) = get_accepting(&server, missing, "application/json").await?;
+        ensure!(
+            code == 404 && body.contains(r#""reason":"NotFound""#),
+            "{missing}: {code} {body}"
+        );
+    }
+    server.stop().await
+}

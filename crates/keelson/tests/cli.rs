@@ -221,6 +221,40 @@ fn kubectl_uses_the_admin_kubeconfig() -> Result<()> {
     let out = run(&["get", "--raw", "/readyz"], &kubeconfig)?;
     ensure!(out.status.success() && out.stdout == b"ok");
 
+    // Discovery: what kubectl lists is what the server serves.
+    let out = run(&["api-resources", "--no-headers"], &kubeconfig)?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resources = String::from_utf8(out.stdout)?;
+    let deployments = resources
+        .lines()
+        .find(|l| l.starts_with("deployments "))
+        .context("deployments")?;
+    let columns: Vec<&str> = deployments.split_whitespace().collect();
+    ensure!(
+        columns == ["deployments", "deploy", "apps/v1", "true", "Deployment"],
+        "{deployments}"
+    );
+    ensure!(resources.lines().count() >= 35, "{resources}");
+    let out = run(&["api-versions"], &kubeconfig)?;
+    let versions = String::from_utf8(out.stdout)?;
+    for gv in [
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "autoscaling/v2",
+        "policy/v1",
+        "networking.k8s.io/v1",
+    ] {
+        ensure!(
+            versions.lines().any(|l| l == gv),
+            "{gv} missing from {versions}"
+        );
+    }
+
     // With a token the server does not know (instead of the client certificate), kubectl
     // is refused. (With no credentials at all kubectl would prompt for a password.)
     let text = std::fs::read_to_string(&kubeconfig)?;
