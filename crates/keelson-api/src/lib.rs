@@ -5,9 +5,17 @@
 //!   plural, scope, short names, categories, verbs, subresources), built in code;
 //! * `discovery.rs` — the discovery documents built from it: legacy (`APIVersions`,
 //!   `APIGroupList`, `APIGroup`, `APIResourceList`) and aggregated
-//!   (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`).
+//!   (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`);
+//! * `selector.rs` — label selectors: the full string grammar, parsed and matched;
+//! * `fields.rs` — field selectors over the fields each kind allows;
+//! * `meta.rs` — metadata rules: name validation, timestamps, Kubernetes' human ages;
+//! * `table.rs` — `Table` responses for `kubectl get` (NAME, AGE, and per-kind columns).
 
 pub mod discovery;
+pub mod fields;
+pub mod meta;
 pub mod registry;
+pub mod selector;
+pub mod table;
 
 pub use registry::{Registry, Resource, Scope, Subresource};

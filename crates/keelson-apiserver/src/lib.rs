@@ -3,11 +3,12 @@
 //! Built so far: credentials (a cluster CA, the serving certificate, admin client
 //! certificate, token and kubeconfig; `pki.rs`), authentication by client certificate or
 //! bearer token (`auth.rs`), Kubernetes `Status` errors (`status.rs`), and the HTTPS server
-//! with health, version and metrics endpoints (`server.rs`). The resource REST API comes
-//! next.
+//! with health, version, metrics and discovery endpoints (`server.rs`), and the resource
+//! REST API over the store (`rest/`).
 
 mod auth;
 mod pki;
+mod rest;
 mod server;
 mod status;
 #[cfg(feature = "testing")]

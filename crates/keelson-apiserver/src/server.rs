@@ -15,7 +15,7 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use keelson_api::Registry as ApiRegistry;
@@ -35,6 +35,7 @@ use tower::ServiceExt;
 
 use crate::auth::{PeerIdentity, Tokens, User, user_from_certificate};
 use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki, PkiError, default_server_names};
+use crate::rest::{self, Query, RequestLabels, Rest};
 use crate::status::ApiError;
 
 /// The Kubernetes version keelson serves the API of.
@@ -76,14 +77,16 @@ pub enum ServerError {
     },
     #[error("accepting connections: {0}")]
     Accept(std::io::Error),
+    #[error("setting up the cluster's objects: {0}")]
+    Setup(String),
 }
 
-type RequestLabels = [(&'static str, String); 3];
+type MetricLabels = [(&'static str, String); 3];
 
 /// Request metrics: counts and latency by verb, resource and code.
 #[derive(Clone)]
 struct RequestMetrics {
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<MetricLabels, Counter>,
     latency: Family<[(&'static str, String); 2], Histogram>,
 }
 
@@ -111,8 +114,7 @@ impl RequestMetrics {
 }
 
 struct AppState {
-    store: Arc<dyn Store>,
-    api: ApiRegistry,
+    rest: Rest,
     tokens: Tokens,
     registry: Mutex<Registry>,
     metrics: RequestMetrics,
@@ -172,9 +174,18 @@ impl ApiServer {
             },
         );
         let metrics = RequestMetrics::register(&mut registry);
-        let state = Arc::new(AppState {
+        let rest = Rest {
             store,
-            api: ApiRegistry::builtin(),
+            registry: ApiRegistry::builtin(),
+        };
+        rest::ensure_namespaces(
+            &rest,
+            &["default", "kube-system", "kube-public", "kube-node-lease"],
+        )
+        .await
+        .map_err(|e| ServerError::Setup(e.message))?;
+        let state = Arc::new(AppState {
+            rest,
             tokens,
             registry: Mutex::new(registry),
             metrics,
@@ -295,12 +306,29 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/apis", get(group_discovery))
         .route("/apis/{group}", get(group))
         .route("/apis/{group}/{version}", get(group_resources))
+        .route("/api/v1/{*path}", any(core_rest))
+        .route("/apis/{group}/{version}/{*path}", any(group_rest))
         .fallback(|| async { ApiError::no_such_path() })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_and_measure,
         ))
         .with_state(state)
+}
+
+/// The metrics label of a request that is not for a resource.
+fn endpoint_label(path: &str) -> &str {
+    match path {
+        "/version" | "/livez" | "/readyz" | "/healthz" | "/metrics" => path,
+        _ if path == "/api"
+            || path == "/apis"
+            || path.starts_with("/api/")
+            || path.starts_with("/apis/") =>
+        {
+            "discovery"
+        }
+        _ => "other",
+    }
 }
 
 /// Paths load balancers and probes may read without credentials.
@@ -330,6 +358,12 @@ async fn authenticate_and_measure(
         None => ApiError::unauthorized().into_response(),
     };
     let code = response.status().as_u16().to_string();
+    // Resource requests carry their Kubernetes verb and resource; other requests are
+    // labelled by method and endpoint, with unknown paths folded together (bounded labels).
+    let (verb, path) = match response.extensions().get::<RequestLabels>() {
+        Some(labels) => (labels.verb.to_owned(), labels.resource.to_owned()),
+        None => (verb, endpoint_label(&path).to_owned()),
+    };
     state
         .metrics
         .requests
@@ -349,7 +383,7 @@ async fn authenticate_and_measure(
 
 /// Ready when the store answers.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.current_revision().await {
+    match state.rest.store.current_revision().await {
         Ok(_) => "ok".into_response(),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -409,7 +443,7 @@ fn accepts_aggregated(headers: &HeaderMap) -> bool {
 async fn core_discovery(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if accepts_aggregated(&headers) {
         return json_response(
-            discovery::aggregated_core(&state.api),
+            discovery::aggregated_core(&state.rest.registry),
             discovery::AGGREGATED_CONTENT_TYPE,
         );
     }
@@ -424,22 +458,25 @@ async fn core_discovery(State(state): State<Arc<AppState>>, headers: HeaderMap) 
 async fn group_discovery(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if accepts_aggregated(&headers) {
         return json_response(
-            discovery::aggregated_groups(&state.api),
+            discovery::aggregated_groups(&state.rest.registry),
             discovery::AGGREGATED_CONTENT_TYPE,
         );
     }
-    json_response(discovery::api_group_list(&state.api), "application/json")
+    json_response(
+        discovery::api_group_list(&state.rest.registry),
+        "application/json",
+    )
 }
 
 async fn core_resources(State(state): State<Arc<AppState>>) -> Response {
-    match discovery::api_resource_list(&state.api, "", "v1") {
+    match discovery::api_resource_list(&state.rest.registry, "", "v1") {
         Some(list) => json_response(list, "application/json"),
         None => ApiError::no_such_path().into_response(),
     }
 }
 
 async fn group(State(state): State<Arc<AppState>>, UrlPath(group): UrlPath<String>) -> Response {
-    match discovery::api_group(&state.api, &group) {
+    match discovery::api_group(&state.rest.registry, &group) {
         Some(group) => json_response(group, "application/json"),
         None => ApiError::no_such_path().into_response(),
     }
@@ -449,8 +486,46 @@ async fn group_resources(
     State(state): State<Arc<AppState>>,
     UrlPath((group, version)): UrlPath<(String, String)>,
 ) -> Response {
-    match discovery::api_resource_list(&state.api, &group, &version) {
+    match discovery::api_resource_list(&state.rest.registry, &group, &version) {
         Some(list) => json_response(list, "application/json"),
         None => ApiError::no_such_path().into_response(),
     }
+}
+
+async fn core_rest(
+    State(state): State<Arc<AppState>>,
+    UrlPath(path): UrlPath<String>,
+    request: Request,
+) -> Response {
+    resource_request(&state, "", "v1", &path, request).await
+}
+
+async fn group_rest(
+    State(state): State<Arc<AppState>>,
+    UrlPath((group, version, path)): UrlPath<(String, String, String)>,
+    request: Request,
+) -> Response {
+    resource_request(&state, &group, &version, &path, request).await
+}
+
+async fn resource_request(
+    state: &AppState,
+    group: &str,
+    version: &str,
+    path: &str,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query());
+    rest::handle(
+        &state.rest,
+        parts.method,
+        group,
+        version,
+        path,
+        query,
+        parts.headers,
+        body,
+    )
+    .await
 }

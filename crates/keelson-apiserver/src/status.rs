@@ -18,6 +18,9 @@ pub struct StatusDetails {
     /// The resource (plural), e.g. `deployments`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub kind: String,
+    /// Which fields were wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<serde_json::Value>,
 }
 
 /// A failed request as Kubernetes reports it.
@@ -27,7 +30,7 @@ pub struct ApiError {
     /// Upstream reason, e.g. `NotFound`, `Unauthorized`.
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
 }
 
 #[derive(Serialize)]
@@ -83,7 +86,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code.as_u16(),
         };
         let mut text = serde_json::to_string(&body).unwrap_or_else(|_| {
@@ -118,11 +121,12 @@ mod tests {
             "AlreadyExists",
             r#"services "mock-2" already exists"#,
         );
-        error.details = Some(StatusDetails {
+        error.details = Some(Box::new(StatusDetails {
             name: "mock-2".into(),
             group: String::new(),
             kind: "services".into(),
-        });
+            causes: Vec::new(),
+        }));
         assert_eq!(
             error.body(),
             "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"services \\\"mock-2\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"mock-2\",\"kind\":\"services\"},\"code\":409}\n"

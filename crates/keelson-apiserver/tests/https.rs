@@ -1,72 +1,11 @@
 //! The API server over real TLS: credentials on first start and their reuse, the three
 //! ways of (not) authenticating, version, health and metrics.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::sync::Arc;
+mod support;
 
 use anyhow::{Context, Result, ensure};
 use keelson_apiserver::testing::{ClientAuth, https_get};
-use keelson_apiserver::{ApiServer, BuildInfo, ServerConfig};
-use keelson_store::{SqliteConfig, SqliteStore, Store};
-use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
-
-struct Running {
-    addr: String,
-    ca: String,
-    token: String,
-    admin: ClientAuth,
-    stop: Option<oneshot::Sender<()>>,
-    store: Arc<SqliteStore>,
-    task: tokio::task::JoinHandle<Result<(), keelson_apiserver::ServerError>>,
-}
-
-impl Running {
-    async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await??;
-        self.store.close().await;
-        Ok(())
-    }
-}
-
-async fn start(data_dir: &Path) -> Result<Running> {
-    let sqlite =
-        Arc::new(SqliteStore::open(SqliteConfig::new(data_dir.join("db/state.db"))).await?);
-    let store: Arc<dyn Store> = sqlite.clone();
-    let config = ServerConfig {
-        data_dir: data_dir.to_path_buf(),
-        bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        tls_sans: vec![],
-        build: BuildInfo {
-            version: "0.1.0".into(),
-            commit: "abc123".into(),
-        },
-    };
-    let server = ApiServer::bind(config, store, Registry::default()).await?;
-    let addr = server.url().trim_start_matches("https://").to_owned();
-    let pki = server.pki().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
-    Ok(Running {
-        addr,
-        ca: pki.ca_cert.clone(),
-        token: pki.admin_token.clone(),
-        admin: ClientAuth::Certificate {
-            cert_pem: pki.admin_cert,
-            key_pem: pki.admin_key,
-        },
-        stop: Some(stop),
-        store: sqlite,
-        task,
-    })
-}
+use support::{Running, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_requests_get_401_status() -> Result<()> {

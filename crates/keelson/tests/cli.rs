@@ -280,3 +280,123 @@ fn kubectl_uses_the_admin_kubeconfig() -> Result<()> {
     ensure!(wait_exit(server)?.status.success());
     Ok(())
 }
+
+#[test]
+fn kubectl_manages_objects() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut server = start_server(dir.path(), port)?;
+    wait_ready(&mut server, dir.path(), port)?;
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let cache = dir.path().join("kube-cache");
+    let kubectl_run = |args: &[&str]| -> Result<String> {
+        let out = Command::new(kubectl()?)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let manifest = dir.path().join("objects.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\n  labels: {app: shop}\ndata:\n  color: blue\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n  namespace: shop\ndata: {}\n",
+    )?;
+    // (OpenAPI is not served yet, so client-side schema validation is off.)
+    let created = kubectl_run(&[
+        "create",
+        "-f",
+        manifest.to_str().context("path")?,
+        "--validate=false",
+    ])?;
+    ensure!(
+        created.contains("namespace/shop created")
+            && created.contains("configmap/settings created"),
+        "{created}"
+    );
+
+    let table = kubectl_run(&["get", "ns"])?;
+    ensure!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.split_whitespace().collect::<Vec<_>>() == ["NAME", "STATUS", "AGE"]),
+        "{table}"
+    );
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with("shop ") && l.contains("Active")),
+        "{table}"
+    );
+    let color = kubectl_run(&[
+        "get",
+        "cm",
+        "settings",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.data.color}",
+    ])?;
+    ensure!(color == "blue", "{color}");
+    let selected = kubectl_run(&["get", "cm", "-n", "shop", "-l", "app=shop", "-o", "name"])?;
+    ensure!(selected.trim() == "configmap/settings", "{selected}");
+    let by_field = kubectl_run(&[
+        "get",
+        "cm",
+        "-A",
+        "--field-selector",
+        "metadata.name=other",
+        "-o",
+        "name",
+    ])?;
+    ensure!(by_field.trim() == "configmap/other", "{by_field}");
+    let all = kubectl_run(&["get", "cm", "-A"])?;
+    ensure!(
+        all.lines()
+            .next()
+            .is_some_and(|h| h.starts_with("NAMESPACE")),
+        "{all}"
+    );
+    let yaml = kubectl_run(&["get", "cm", "settings", "-n", "shop", "-o", "yaml"])?;
+    ensure!(
+        yaml.contains("resourceVersion:") && yaml.contains("uid:"),
+        "{yaml}"
+    );
+
+    // delete waits for the object to be gone, through a WatchList watch.
+    let deleted = kubectl_run(&[
+        "delete",
+        "cm",
+        "settings",
+        "-n",
+        "shop",
+        "--wait=true",
+        "--timeout=20s",
+    ])?;
+    ensure!(deleted.contains("deleted"), "{deleted}");
+    let missing = Command::new(kubectl()?)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "cm", "settings", "-n", "shop"])
+        .output()?;
+    ensure!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    ensure!(
+        stderr.contains("Error from server (NotFound): configmaps \"settings\" not found"),
+        "{stderr}"
+    );
+    kubectl_run(&["delete", "ns", "shop", "--timeout=20s"])?;
+    ensure!(!kubectl_run(&["get", "cm", "-A", "-o", "name"])?.contains("configmap/other"));
+
+    sigterm(&server)?;
+    ensure!(wait_exit(server)?.status.success());
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! create, update, delete, deletecollection.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use keelson_api::Resource;
+use keelson_api::meta::{format_timestamp, name_problem};
+use keelson_store::StoreError;
+use serde_json::{Value, json};
+
+use super::object::{
+    self, already_exists, bad_request, conflict, decode, encode, invalid, metadata_mut, new_uid,
+    not_found, now, set_resource_version, str_field,
+};
+use super::read::{Selectors, collect};
+use super::target::{object_key, resource_prefix};
+use super::{Query, Rest, Target, object_response};
+use crate::status::ApiError;
+
+/// Retries of an unconditional update or delete that lost a race.
+const RETRIES: usize = 16;
+
+/// Reads a JSON request body (the Python client sends no `Content-Type`).
+pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    if !matches!(media, "application/json" | "" | "*/*") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
+            ),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, object::MAX_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    object::MAX_BODY
+                ),
+            )
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Checks `kind`/`apiVersion` of a body against the URL's resource, filling them in when absent.
+fn check_type(resource: &Resource, object: &mut Value) -> Result<(), ApiError> {
+    let expected_version = resource.group_version();
+    let root = object
+        .as_object_mut()
+        .ok_or_else(|| bad_request("the body must be a JSON object"))?;
+    match root.get("apiVersion").and_then(Value::as_str) {
+        Some(version) if version != expected_version => {
+            return Err(bad_request(format!(
+                "the API version in the data ({version}) does not match the expected API version ({expected_version})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            root.insert("apiVersion".into(), json!(expected_version));
+        }
+    }
+    match root.get("kind").and_then(Value::as_str) {
+        Some(kind) if kind != resource.kind => Err(bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({}) of {}",
+            resource.kind,
+            resource.qualified_name()
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            root.insert("kind".into(), json!(resource.kind));
+            Ok(())
+        }
+    }
+}
+
+/// Puts the URL's namespace into the object (refusing a different one in the body).
+fn check_namespace(target: &Target, object: &mut Value) -> Result<(), ApiError> {
+    let metadata = metadata_mut(object)?;
+    match (&target.namespace, target.resource.namespaced()) {
+        (Some(ns), true) => {
+            match metadata.get("namespace").and_then(Value::as_str) {
+                Some(given) if !given.is_empty() && given != ns => {
+                    return Err(bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {}
+            }
+            metadata.insert("namespace".into(), json!(ns));
+        }
+        (None, true) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource (a namespace is required)",
+            ));
+        }
+        (_, false) => {
+            metadata.remove("namespace");
+        }
+    }
+    Ok(())
+}
+
+/// Fails with 404 unless the namespace of a namespaced target exists.
+async fn require_namespace(rest: &Rest, target: &Target) -> Result<(), ApiError> {
+    let Some(ns) = &target.namespace else {
+        return Ok(());
+    };
+    let namespaces = rest
+        .registry
+        .find("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+    match rest
+        .store
+        .get(&object_key(&namespaces, None, ns), None)
+        .await
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(not_found(&namespaces, ns)),
+        Err(error) => Err(object::internal(error)),
+    }
+}
+
+/// Defaults every object of a kind gets on create.
+fn apply_defaults(resource: &Resource, name: &str, object: &mut Value) {
+    if resource.kind == "Namespace" && resource.group.is_empty() {
+        object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        if object["spec"]["finalizers"].is_null() {
+            object["spec"]["finalizers"] = json!(["kubernetes"]);
+        }
+        object["status"]["phase"] = json!("Active");
+    }
+}
+
+pub async fn create(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let mut object = read_body(headers, body)
+        .await?
+        .ok_or_else(|| bad_request("the request body is empty"))?;
+    check_type(resource, &mut object)?;
+    check_namespace(target, &mut object)?;
+    let metadata = metadata_mut(&mut object)?;
+    let given_name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    let generate = metadata
+        .get("generateName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    if given_name.is_none() && generate.is_none() {
+        return Err(invalid(
+            resource,
+            "",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
+    }
+    for field in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        metadata.remove(field);
+    }
+    metadata.insert("uid".into(), json!(new_uid()));
+    metadata.insert("creationTimestamp".into(), json!(format_timestamp(now())));
+    if object.get("spec").is_some() {
+        object["metadata"]["generation"] = json!(1);
+    }
+    require_namespace(rest, target).await?;
+
+    // A generated name that is taken is drawn again, as kube-apiserver does.
+    let attempts = if given_name.is_some() { 1 } else { 3 };
+    for attempt in 1..=attempts {
+        let name = match (&given_name, &generate) {
+            (Some(name), _) => name.clone(),
+            (None, prefix) => format!(
+                "{}{}",
+                prefix.as_deref().unwrap_or_default(),
+                object::name_suffix()
+            ),
+        };
+        let dns_label = resource.kind == "Namespace" && resource.group.is_empty();
+        if let Some(problem) = name_problem(&name, dns_label) {
+            return Err(invalid(
+                resource,
+                &name,
+                "metadata.name",
+                &format!("Invalid value: \"{name}\": {problem}"),
+            ));
+        }
+        object["metadata"]["name"] = json!(name);
+        apply_defaults(resource, &name, &mut object);
+        if query.dry_run() {
+            return Ok(object_response(StatusCode::CREATED, &object));
+        }
+        match rest.store.create(&target.key(&name), encode(&object)).await {
+            Ok(revision) => {
+                set_resource_version(&mut object, revision);
+                return Ok(object_response(StatusCode::CREATED, &object));
+            }
+            Err(StoreError::AlreadyExists { .. }) if attempt < attempts => continue,
+            Err(StoreError::AlreadyExists { .. }) => return Err(already_exists(resource, &name)),
+            Err(error) => return Err(object::internal(error)),
+        }
+    }
+    Err(ApiError::internal("generated names kept colliding"))
+}
+
+/// The parts of an object only the server writes, carried over from the stored one.
+fn keep_server_fields(old: &Value, new: &mut Value) {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        match old["metadata"].get(field) {
+            Some(value) => new["metadata"][field] = value.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(field);
+                }
+            }
+        }
+    }
+    // generation counts changes of the spec.
+    let generation = old["metadata"]["generation"].as_i64();
+    match (generation, old.get("spec") != new.get("spec")) {
+        (Some(g), true) => new["metadata"]["generation"] = json!(g + 1),
+        (Some(g), false) => new["metadata"]["generation"] = json!(g),
+        (None, _) if new.get("spec").is_some() => new["metadata"]["generation"] = json!(1),
+        (None, _) => {
+            if let Some(m) = new["metadata"].as_object_mut() {
+                m.remove("generation");
+            }
+        }
+    }
+}
+
+pub async fn update(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let name = target.name.clone().unwrap_or_default();
+    let mut object = read_body(headers, body)
+        .await?
+        .ok_or_else(|| bad_request("the request body is empty"))?;
+    check_type(resource, &mut object)?;
+    check_namespace(target, &mut object)?;
+    match str_field(&object, &["metadata", "name"]) {
+        Some(given) if given != name => {
+            return Err(bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => object["metadata"]["name"] = json!(name),
+    }
+    let precondition =
+        match str_field(&object, &["metadata", "resourceVersion"]).filter(|v| !v.is_empty()) {
+            Some(rv) => Some(
+                rv.parse::<i64>()
+                    .map_err(|_| bad_request(format!("invalid resourceVersion {rv:?}")))?,
+            ),
+            None => None,
+        };
+    let key = target.key(&name);
+    for _ in 0..RETRIES {
+        let current = match rest.store.get(&key, None).await {
+            Ok(Some(kv)) => kv,
+            Ok(None) => return Err(not_found(resource, &name)),
+            Err(error) => return Err(object::internal(error)),
+        };
+        if precondition.is_some_and(|rv| rv != current.mod_revision) {
+            return Err(conflict(resource, &name));
+        }
+        let old = decode(&current)?;
+        let mut new = object.clone();
+        set_resource_version(&mut new, current.mod_revision);
+        keep_server_fields(&old, &mut new);
+        let finalized = new["metadata"].get("deletionTimestamp").is_some()
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
+        if finalized && !query.dry_run() {
+            // Marked for deletion and no finalizer left: the update completes the delete.
+            match rest.store.delete(&key, current.mod_revision).await {
+                Ok(_) => return Ok(object_response(StatusCode::OK, &new)),
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(StoreError::Conflict { .. }) => return Err(conflict(resource, &name)),
+                Err(StoreError::NotFound { .. }) => return Err(not_found(resource, &name)),
+                Err(error) => return Err(object::internal(error)),
+            }
+        }
+        if new == old || query.dry_run() {
+            // Nothing changed (or nothing may): no write, no new resourceVersion.
+            return Ok(object_response(StatusCode::OK, &new));
+        }
+        match rest
+            .store
+            .update(&key, encode(&new), current.mod_revision)
+            .await
+        {
+            Ok(revision) => {
+                set_resource_version(&mut new, revision);
+                return Ok(object_response(StatusCode::OK, &new));
+            }
+            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(StoreError::Conflict { .. }) => return Err(conflict(resource, &name)),
+            Err(StoreError::NotFound { .. }) => return Err(not_found(resource, &name)),
+            Err(error) => return Err(object::internal(error)),
+        }
+    }
+    Err(conflict(resource, &name))
+}
+
+/// `DeleteOptions` from the body and the query.
+struct DeleteOptions {
+    uid: Option<String>,
+    resource_version: Option<i64>,
+    dry_run: bool,
+}
+
+fn delete_options(query: &Query, body: Option<Value>) -> Result<DeleteOptions, ApiError> {
+    let body = body.unwrap_or(Value::Null);
+    let uid = str_field(&body, &["preconditions", "uid"]).map(str::to_owned);
+    let resource_version = match str_field(&body, &["preconditions", "resourceVersion"]) {
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| bad_request(format!("invalid precondition resourceVersion {rv:?}")))?,
+        ),
+        None => None,
+    };
+    let dry_run = query.dry_run()
+        || body["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        uid,
+        resource_version,
+        dry_run,
+    })
+}
+
+/// Deletes one object; returns it as it was (or as it now is, when finalizers hold it).
+async fn delete_one(
+    rest: &Rest,
+    resource: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    options: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    let key = object_key(resource, namespace, name);
+    for _ in 0..RETRIES {
+        let current = match rest.store.get(&key, None).await {
+            Ok(Some(kv)) => kv,
+            Ok(None) => return Err(not_found(resource, name)),
+            Err(error) => return Err(object::internal(error)),
+        };
+        let mut object = decode(&current)?;
+        if let Some(uid) = &options.uid {
+            let actual = str_field(&object, &["metadata", "uid"]).unwrap_or_default();
+            if uid != actual {
+                let mut error = conflict(resource, name);
+                error.message = format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                );
+                return Err(error);
+            }
+        }
+        if options
+            .resource_version
+            .is_some_and(|rv| rv != current.mod_revision)
+        {
+            let mut error = conflict(resource, name);
+            error.message = format!(
+                "Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                options.resource_version.unwrap_or_default(),
+                current.mod_revision
+            );
+            return Err(error);
+        }
+        if options.dry_run {
+            return Ok(object);
+        }
+        let finalizers = object["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            // Held by finalizers: mark it; whoever owns a finalizer removes it.
+            if object["metadata"].get("deletionTimestamp").is_some() {
+                return Ok(object);
+            }
+            object["metadata"]["deletionTimestamp"] = json!(format_timestamp(now()));
+            object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            match rest
+                .store
+                .update(&key, encode(&object), current.mod_revision)
+                .await
+            {
+                Ok(revision) => {
+                    set_resource_version(&mut object, revision);
+                    return Ok(object);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound { .. }) => return Err(not_found(resource, name)),
+                Err(error) => return Err(object::internal(error)),
+            }
+        }
+        if resource.kind == "Namespace" && resource.group.is_empty() {
+            delete_namespace_contents(rest, name).await?;
+        }
+        match rest.store.delete(&key, current.mod_revision).await {
+            Ok(_) => return Ok(object),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Err(not_found(resource, name)),
+            Err(error) => return Err(object::internal(error)),
+        }
+    }
+    Err(conflict(resource, name))
+}
+
+/// Removes every object in namespace `ns` (the namespace controller will take this over,
+/// with the `Terminating` phase, when controllers exist).
+async fn delete_namespace_contents(rest: &Rest, ns: &str) -> Result<(), ApiError> {
+    for resource in rest.registry.resources().iter().filter(|r| r.namespaced()) {
+        let prefix = format!("{}{ns}/", resource_prefix(resource));
+        let page = rest
+            .store
+            .list(&prefix, Default::default())
+            .await
+            .map_err(object::internal)?;
+        for kv in page.kvs {
+            match rest.store.delete(&kv.key, kv.mod_revision).await {
+                Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                Err(error) => return Err(object::internal(error)),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn delete(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let options = delete_options(query, read_body(&HeaderMap::new(), body).await?)?;
+    let name = target.name.as_deref().unwrap_or_default();
+    let object = delete_one(
+        rest,
+        &target.resource,
+        target.namespace.as_deref(),
+        name,
+        &options,
+    )
+    .await?;
+    Ok(object_response(StatusCode::OK, &object))
+}
+
+pub async fn delete_collection(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let options = delete_options(query, read_body(&HeaderMap::new(), body).await?)?;
+    let selectors = Selectors::parse(query, target.resource.kind)?;
+    let listed = collect(rest, target, &Query::parse(None), &selectors).await?;
+    let mut deleted = Vec::new();
+    for object in listed.items {
+        let name = str_field(&object, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = str_field(&object, &["metadata", "namespace"]).map(str::to_owned);
+        match delete_one(
+            rest,
+            &target.resource,
+            namespace.as_deref(),
+            &name,
+            &options,
+        )
+        .await
+        {
+            Ok(object) => deleted.push(object),
+            // Gone meanwhile: nothing to do.
+            Err(error) if error.code == StatusCode::NOT_FOUND => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let list = json!({
+        "kind": format!("{}List", target.resource.kind),
+        "apiVersion": target.resource.group_version(),
+        "metadata": {"resourceVersion": listed.revision.to_string()},
+        "items": deleted,
+    });
+    Ok(object_response(StatusCode::OK, &list))
+}
+
+/// Creates the namespaces every cluster starts with, if missing.
+pub async fn ensure_namespaces(rest: &Rest, names: &[&str]) -> Result<(), ApiError> {
+    let resource = rest
+        .registry
+        .find("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+    for name in names {
+        let mut object = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "uid": new_uid(), "creationTimestamp": format_timestamp(now())},
+            "spec": {},
+        });
+        apply_defaults(&resource, name, &mut object);
+        match rest
+            .store
+            .create(&object_key(&resource, None, name), encode(&object))
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(error) => return Err(object::internal(error)),
+        }
+    }
+    Ok(())
+}

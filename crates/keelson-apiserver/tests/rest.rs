@@ -1,0 +1,731 @@
+//! The resource REST API against an in-process server, through HTTPS: object lifecycle,
+//! errors as `Status` (and nothing stored), selectors, paging on one snapshot, watch and
+//! WatchList, finalizers, namespace deletion, tables.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use keelson_apiserver::testing::{Client, WatchEvents};
+use keelson_store::Store;
+use serde_json::{Value, json};
+use support::start;
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+fn cm(name: &str, labels: Value) -> String {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}).to_string()
+}
+
+fn rv(object: &Value) -> i64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+async fn names(client: &Client, path: &str) -> Result<Vec<String>> {
+    let list = client.get(path).await?.json();
+    Ok(list["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+async fn next_event(events: &mut WatchEvents) -> Result<Value> {
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await??
+        .context("watch ended")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lifecycle() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+
+    let created = client
+        .post(CMS, &cm("game", json!({"app": "game"})))
+        .await?;
+    ensure!(created.code == 201, "{created:?}");
+    let object = created.json();
+    ensure!(object["metadata"]["namespace"] == "default");
+    ensure!(
+        object["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36)
+    );
+    ensure!(
+        object["metadata"]["creationTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 20)
+    );
+    ensure!(
+        object["metadata"].get("generation").is_none(),
+        "no spec, no generation"
+    );
+    let first = rv(&object);
+
+    let got = client.get(&format!("{CMS}/game")).await?;
+    ensure!(got.code == 200 && got.json() == object, "{got:?}");
+
+    // Optimistic concurrency: a stale resourceVersion is a Conflict, and changes nothing.
+    let mut changed = object.clone();
+    changed["data"]["k"] = json!("v2");
+    let ok = client
+        .put(&format!("{CMS}/game"), &changed.to_string())
+        .await?;
+    ensure!(ok.code == 200 && rv(&ok.json()) > first, "{ok:?}");
+    let stale = client
+        .put(&format!("{CMS}/game"), &changed.to_string())
+        .await?;
+    ensure!(stale.code == 409, "{stale:?}");
+    ensure!(
+        stale.body
+            == "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Operation cannot be fulfilled on configmaps \\\"game\\\": the object has been modified; please apply your changes to the latest version and try again\",\"reason\":\"Conflict\",\"details\":{\"name\":\"game\",\"kind\":\"configmaps\"},\"code\":409}\n",
+        "{}",
+        stale.body
+    );
+    // Without a resourceVersion an update is unconditional; server fields are kept.
+    let mut unconditional = changed.clone();
+    unconditional["metadata"]
+        .as_object_mut()
+        .context("metadata")?
+        .remove("resourceVersion");
+    unconditional["metadata"]["uid"] = json!("forged");
+    unconditional["data"]["k"] = json!("v3");
+    let ok = client
+        .put(&format!("{CMS}/game"), &unconditional.to_string())
+        .await?
+        .json();
+    ensure!(
+        ok["data"]["k"] == "v3" && ok["metadata"]["uid"] == object["metadata"]["uid"],
+        "{ok}"
+    );
+    // An update that changes nothing writes nothing.
+    let same = client
+        .put(&format!("{CMS}/game"), &ok.to_string())
+        .await?
+        .json();
+    ensure!(rv(&same) == rv(&ok));
+
+    let deleted = client.delete(&format!("{CMS}/game")).await?;
+    ensure!(deleted.code == 200 && deleted.json()["data"]["k"] == "v3");
+    let gone = client.get(&format!("{CMS}/game")).await?;
+    ensure!(gone.code == 404);
+    ensure!(
+        gone.body
+            == "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"game\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"game\",\"kind\":\"configmaps\"},\"code\":404}\n",
+        "{}",
+        gone.body
+    );
+    ensure!(client.delete(&format!("{CMS}/game")).await?.code == 404);
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_status_and_stores_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    ensure!(client.post(CMS, &cm("taken", json!({}))).await?.code == 201);
+    let before = server.store.current_revision().await?;
+
+    let dup = client.post(CMS, &cm("taken", json!({}))).await?;
+    ensure!(
+        dup.code == 409 && dup.json()["reason"] == "AlreadyExists",
+        "{dup:?}"
+    );
+    ensure!(dup.json()["message"] == "configmaps \"taken\" already exists");
+
+    let bad_name = client.post(CMS, &cm("Bad_Name", json!({}))).await?;
+    let status = bad_name.json();
+    ensure!(
+        bad_name.code == 422 && status["reason"] == "Invalid",
+        "{bad_name:?}"
+    );
+    ensure!(
+        status["details"]["causes"][0]["field"] == "metadata.name",
+        "{status}"
+    );
+    ensure!(status["message"].as_str().is_some_and(|m| m.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain")), "{status}");
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (CMS, "{not json".into(), 400, "BadRequest"),
+        (CMS, "[1,2]".into(), 400, "BadRequest"),
+        (
+            CMS,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}).to_string(),
+            400,
+            "BadRequest",
+        ),
+        (
+            CMS,
+            json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
+                .to_string(),
+            400,
+            "BadRequest",
+        ),
+        (
+            CMS,
+            json!({"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "other"}})
+                .to_string(),
+            400,
+            "BadRequest",
+        ),
+        (
+            CMS,
+            json!({"kind": "ConfigMap", "metadata": {}}).to_string(),
+            422,
+            "Invalid",
+        ),
+        (
+            "/api/v1/namespaces/nope/configmaps",
+            cm("x", json!({})),
+            404,
+            "NotFound",
+        ),
+        ("/api/v1/widgets", cm("x", json!({})), 404, "NotFound"),
+        (
+            "/api/v1/configmaps",
+            cm("x", json!({})),
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            CMS,
+            format!(
+                "{{\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"x\":\"{}\"}}}}",
+                "a".repeat(4 * 1024 * 1024)
+            ),
+            413,
+            "RequestEntityTooLarge",
+        ),
+    ];
+    for (path, body, code, reason) in cases {
+        let response = client.post(path, &body).await?;
+        let status = response.json();
+        ensure!(
+            response.code == code && status["reason"] == reason,
+            "{path} {}: {} {}",
+            &body[..body.len().min(80)],
+            response.code,
+            response.body
+        );
+        ensure!(status["kind"] == "Status" && response.content_type == "application/json");
+    }
+    let missing_ns = client
+        .post("/api/v1/namespaces/nope/configmaps", &cm("x", json!({})))
+        .await?
+        .json();
+    ensure!(
+        missing_ns["message"] == "namespaces \"nope\" not found",
+        "{missing_ns}"
+    );
+    let wrong_type = client
+        .request(
+            "POST",
+            CMS,
+            &[("Content-Type", "application/xml")],
+            Some("<x/>"),
+        )
+        .await?;
+    ensure!(wrong_type.code == 415 && wrong_type.json()["reason"] == "UnsupportedMediaType");
+    let mismatch = client
+        .put(&format!("{CMS}/taken"), &cm("other", json!({})))
+        .await?;
+    ensure!(
+        mismatch.code == 400
+            && mismatch.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("does not match the name on the URL"))
+    );
+    ensure!(
+        server.store.current_revision().await? == before,
+        "a refused request stored something"
+    );
+    // The Python client sends bodies without a Content-Type.
+    let untyped = client
+        .request("POST", CMS, &[], Some(&cm("untyped", json!({}))))
+        .await?;
+    ensure!(untyped.code == 201, "{untyped:?}");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_names_generation_and_dry_run() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let body = json!({"kind": "ConfigMap", "metadata": {"generateName": "web-"}}).to_string();
+    let a = client.post(CMS, &body).await?.json();
+    let b = client.post(CMS, &body).await?.json();
+    let (a, b) = (
+        a["metadata"]["name"].as_str().context("a")?.to_owned(),
+        b["metadata"]["name"].as_str().context("b")?.to_owned(),
+    );
+    ensure!(a.starts_with("web-") && a.len() == 9 && a != b, "{a} {b}");
+
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 1}});
+    let created = client.post(deploys, &deploy.to_string()).await?.json();
+    ensure!(created["metadata"]["generation"] == 1, "{created}");
+    let mut labelled = created.clone();
+    labelled["metadata"]["labels"] = json!({"x": "y"});
+    let labelled = client
+        .put(&format!("{deploys}/web"), &labelled.to_string())
+        .await?
+        .json();
+    ensure!(
+        labelled["metadata"]["generation"] == 1,
+        "metadata changes keep the generation"
+    );
+    let mut scaled = labelled.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    let scaled = client
+        .put(&format!("{deploys}/web"), &scaled.to_string())
+        .await?
+        .json();
+    ensure!(
+        scaled["metadata"]["generation"] == 2,
+        "spec changes bump it: {scaled}"
+    );
+    let missing = client
+        .get("/apis/apps/v1/namespaces/default/deployments/none")
+        .await?
+        .json();
+    ensure!(
+        missing["message"] == "deployments.apps \"none\" not found"
+            && missing["details"]["group"] == "apps",
+        "{missing}"
+    );
+
+    let dry = client
+        .post(&format!("{CMS}?dryRun=All"), &cm("dry", json!({})))
+        .await?;
+    ensure!(dry.code == 201 && dry.json()["metadata"]["name"] == "dry");
+    ensure!(
+        client.get(&format!("{CMS}/dry")).await?.code == 404,
+        "dryRun stores nothing"
+    );
+    ensure!(
+        client
+            .request("DELETE", &format!("{CMS}/{a}?dryRun=All"), &[], None)
+            .await?
+            .code
+            == 200
+    );
+    ensure!(
+        client.get(&format!("{CMS}/{a}")).await?.code == 200,
+        "dryRun deletes nothing"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_select_and_page_over_one_snapshot() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    for i in 0..6 {
+        let tier = if i % 2 == 0 { "front" } else { "back" };
+        ensure!(
+            client
+                .post(
+                    CMS,
+                    &cm(
+                        &format!("cm-{i}"),
+                        json!({"tier": tier, "n": i.to_string()})
+                    )
+                )
+                .await?
+                .code
+                == 201
+        );
+    }
+    ensure!(
+        names(&client, &format!("{CMS}?labelSelector=tier%3Dfront")).await?
+            == ["cm-0", "cm-2", "cm-4"]
+    );
+    ensure!(
+        names(
+            &client,
+            &format!("{CMS}?labelSelector=tier%20in%20(back),n!%3D3")
+        )
+        .await?
+            == ["cm-1", "cm-5"]
+    );
+    ensure!(
+        names(
+            &client,
+            &format!("{CMS}?fieldSelector=metadata.name%3Dcm-3")
+        )
+        .await?
+            == ["cm-3"]
+    );
+    ensure!(
+        names(
+            &client,
+            "/api/v1/configmaps?fieldSelector=metadata.name%3Dcm-3"
+        )
+        .await?
+            == ["cm-3"],
+        "across namespaces"
+    );
+    ensure!(
+        names(
+            &client,
+            "/api/v1/namespaces?fieldSelector=metadata.name%3Ddefault"
+        )
+        .await?
+            == ["default"]
+    );
+    let unsupported = client
+        .get(&format!("{CMS}?fieldSelector=spec.foo%3D1"))
+        .await?;
+    ensure!(
+        unsupported.code == 400
+            && unsupported.json()["message"] == "field label not supported: spec.foo"
+    );
+    let bad_selector = client.get(&format!("{CMS}?labelSelector=in%20(")).await?;
+    ensure!(bad_selector.code == 400, "{bad_selector:?}");
+    let all = names(&client, "/api/v1/configmaps").await?;
+    ensure!(all.len() == 6, "all namespaces: {all:?}");
+
+    // Pages of two, with changes in between: every page shows the first page's snapshot.
+    let first = client.get(&format!("{CMS}?limit=2")).await?.json();
+    let snapshot = first["metadata"]["resourceVersion"].clone();
+    let mut token = first["metadata"]["continue"]
+        .as_str()
+        .context("continue")?
+        .to_owned();
+    let mut seen: Vec<String> = first["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(client.delete(&format!("{CMS}/cm-4")).await?.code == 200);
+    ensure!(client.post(CMS, &cm("cm-3a", json!({}))).await?.code == 201);
+    loop {
+        let page = client
+            .get(&format!("{CMS}?limit=2&continue={token}"))
+            .await?
+            .json();
+        ensure!(page["metadata"]["resourceVersion"] == snapshot, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .context("items")?
+                .iter()
+                .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned)),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(next) => token = next.to_owned(),
+            None => break,
+        }
+    }
+    ensure!(
+        seen == ["cm-0", "cm-1", "cm-2", "cm-3", "cm-4", "cm-5"],
+        "{seen:?}"
+    );
+    // A continue token from before compaction has expired.
+    let current = server.store.current_revision().await?;
+    server.store.compact(current).await?;
+    let expired = client
+        .get(&format!("{CMS}?limit=2&continue={token}"))
+        .await?;
+    let first = client.get(&format!("{CMS}?limit=2")).await?.json();
+    let old_token = first["metadata"]["continue"]
+        .as_str()
+        .context("continue")?
+        .to_owned();
+    ensure!(client.post(CMS, &cm("later", json!({}))).await?.code == 201);
+    server
+        .store
+        .compact(server.store.current_revision().await?)
+        .await?;
+    let gone = client
+        .get(&format!("{CMS}?limit=2&continue={old_token}"))
+        .await?;
+    ensure!(
+        gone.code == 410 && gone.json()["reason"] == "Expired",
+        "{gone:?} (earlier: {})",
+        expired.code
+    );
+    let forged = client
+        .get(&format!("{CMS}?continue=bm90LWEtdG9rZW4"))
+        .await?;
+    ensure!(forged.code == 400, "{forged:?}");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_replay_select_and_bookmark() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let created = client
+        .post(CMS, &cm("w", json!({"app": "a"})))
+        .await?
+        .json();
+    let start_rv = rv(&created);
+
+    // From a resourceVersion: every later change, in order.
+    let mut events = client
+        .watch(&format!("{CMS}?watch=true&resourceVersion={start_rv}"), &[])
+        .await?;
+    let mut changed = created.clone();
+    changed["data"]["k"] = json!("2");
+    let modified = client
+        .put(&format!("{CMS}/w"), &changed.to_string())
+        .await?
+        .json();
+    ensure!(client.delete(&format!("{CMS}/w")).await?.code == 200);
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "MODIFIED" && rv(&e["object"]) == rv(&modified),
+        "{e}"
+    );
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "DELETED"
+            && e["object"]["data"]["k"] == "2"
+            && rv(&e["object"]) > rv(&modified),
+        "{e}"
+    );
+
+    // Without a resourceVersion: current objects first, as ADDED.
+    client.post(CMS, &cm("x", json!({"app": "a"}))).await?;
+    client.post(CMS, &cm("y", json!({"app": "b"}))).await?;
+    let mut events = client
+        .watch(&format!("{CMS}?watch=1&labelSelector=app%3Da"), &[])
+        .await?;
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "x",
+        "{e}"
+    );
+    // Selectors see both sides of a change.
+    let mut y = client.get(&format!("{CMS}/y")).await?.json();
+    y["metadata"]["labels"]["app"] = json!("a");
+    let y = client
+        .put(&format!("{CMS}/y"), &y.to_string())
+        .await?
+        .json();
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "y",
+        "moved into the selection: {e}"
+    );
+    let mut y2 = y.clone();
+    y2["metadata"]["labels"]["app"] = json!("c");
+    client.put(&format!("{CMS}/y"), &y2.to_string()).await?;
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "DELETED" && e["object"]["metadata"]["name"] == "y",
+        "moved out of the selection: {e}"
+    );
+
+    // WatchList: initial events, then a bookmark that says they are done.
+    let mut events = client
+        .watch(&format!("{CMS}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&fieldSelector=metadata.name%3Dx"), &[])
+        .await?;
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "x",
+        "{e}"
+    );
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "BOOKMARK"
+            && e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true",
+        "{e}"
+    );
+    let refused = client
+        .get(&format!("{CMS}?watch=true&sendInitialEvents=true"))
+        .await?;
+    ensure!(
+        refused.code == 422,
+        "sendInitialEvents without NotOlderThan: {refused:?}"
+    );
+
+    // A compacted resourceVersion: one ERROR event, 410 Expired.
+    server
+        .store
+        .compact(server.store.current_revision().await?)
+        .await?;
+    let mut events = client
+        .watch(&format!("{CMS}?watch=true&resourceVersion={start_rv}"), &[])
+        .await?;
+    let e = next_event(&mut events).await?;
+    ensure!(
+        e["type"] == "ERROR" && e["object"]["code"] == 410 && e["object"]["reason"] == "Expired",
+        "{e}"
+    );
+    ensure!(
+        events.next().await?.is_none(),
+        "the stream ends after the error"
+    );
+
+    // timeoutSeconds ends a watch.
+    let mut events = client
+        .watch(
+            &format!(
+                "{CMS}?watch=true&resourceVersion={}&timeoutSeconds=1",
+                server.store.current_revision().await?
+            ),
+            &[],
+        )
+        .await?;
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await??
+            .is_none()
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_hold_deletion_and_namespaces_take_their_contents() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let held = json!({"kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/keep"]}});
+    ensure!(client.post(CMS, &held.to_string()).await?.code == 201);
+    let deleting = client.delete(&format!("{CMS}/held")).await?.json();
+    ensure!(
+        deleting["metadata"]["deletionTimestamp"].is_string(),
+        "{deleting}"
+    );
+    ensure!(
+        client.get(&format!("{CMS}/held")).await?.code == 200,
+        "a finalizer keeps the object"
+    );
+    let mut released = client.get(&format!("{CMS}/held")).await?.json();
+    released["metadata"]["finalizers"] = json!([]);
+    ensure!(
+        client
+            .put(&format!("{CMS}/held"), &released.to_string())
+            .await?
+            .code
+            == 200
+    );
+    ensure!(
+        client.get(&format!("{CMS}/held")).await?.code == 404,
+        "removing the last finalizer completes the delete"
+    );
+
+    // The cluster starts with its namespaces.
+    let namespaces = names(&client, "/api/v1/namespaces").await?;
+    ensure!(
+        namespaces == ["default", "kube-node-lease", "kube-public", "kube-system"],
+        "{namespaces:?}"
+    );
+    let ns = client
+        .post(
+            "/api/v1/namespaces",
+            &json!({"kind": "Namespace", "metadata": {"name": "team"}}).to_string(),
+        )
+        .await?
+        .json();
+    ensure!(
+        ns["status"]["phase"] == "Active"
+            && ns["metadata"]["labels"]["kubernetes.io/metadata.name"] == "team",
+        "{ns}"
+    );
+    ensure!(
+        client
+            .post(
+                "/api/v1/namespaces",
+                &json!({"kind": "Namespace", "metadata": {"name": "a.b"}}).to_string()
+            )
+            .await?
+            .code
+            == 422,
+        "namespace names are DNS labels"
+    );
+    client
+        .post(
+            "/api/v1/namespaces/team/configmaps",
+            &cm("inside", json!({})),
+        )
+        .await?;
+    let selected = client
+        .request(
+            "DELETE",
+            &format!("{CMS}?labelSelector=none%3Dmatch"),
+            &[],
+            None,
+        )
+        .await?;
+    ensure!(
+        selected.code == 200
+            && selected.json()["items"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    );
+    ensure!(client.delete("/api/v1/namespaces/team").await?.code == 200);
+    ensure!(
+        names(&client, "/api/v1/configmaps")
+            .await?
+            .iter()
+            .all(|n| n != "inside"),
+        "contents go with the namespace"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_for_kubectl_get() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    let table = client
+        .request("GET", "/api/v1/namespaces", &[("Accept", accept)], None)
+        .await?;
+    ensure!(
+        table.content_type == "application/json;as=Table;v=v1;g=meta.k8s.io",
+        "{}",
+        table.content_type
+    );
+    let table = table.json();
+    ensure!(table["kind"] == "Table");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .context("columns")?
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    ensure!(columns == ["Name", "Status", "Age"], "{columns:?}");
+    ensure!(table["rows"][0]["cells"][0] == "default" && table["rows"][0]["cells"][1] == "Active");
+    ensure!(table["rows"][0]["object"]["kind"] == "PartialObjectMetadata");
+
+    // `kubectl get -w`: Table events, the columns only in the first.
+    let mut events = client
+        .watch(&format!("{CMS}?watch=true"), &[("Accept", accept)])
+        .await?;
+    client.post(CMS, &cm("one", json!({}))).await?;
+    client.post(CMS, &cm("two", json!({}))).await?;
+    let first = next_event(&mut events).await?;
+    ensure!(
+        first["type"] == "ADDED" && first["object"]["kind"] == "Table",
+        "{first}"
+    );
+    ensure!(
+        first["object"]["columnDefinitions"].is_array()
+            && first["object"]["rows"][0]["cells"][0] == "one",
+        "{first}"
+    );
+    let second = next_event(&mut events).await?;
+    ensure!(
+        second["object"].get("columnDefinitions").is_none()
+            && second["object"]["rows"][0]["cells"][0] == "two",
+        "{second}"
+    );
+    server.stop().await
+}
