@@ -9,13 +9,15 @@
 //! * `selector.rs` — label selectors: the full string grammar, parsed and matched;
 //! * `fields.rs` — field selectors over the fields each kind allows;
 //! * `meta.rs` — metadata rules: name validation, timestamps, Kubernetes' human ages;
-//! * `table.rs` — `Table` responses for `kubectl get` (NAME, AGE, and per-kind columns).
+//! * `table.rs` — `Table` responses for `kubectl get` (NAME, AGE, and per-kind columns);
+//! * `strategic.rs` — strategic merge patch with the upstream merge keys and directives.
 
 pub mod discovery;
 pub mod fields;
 pub mod meta;
 pub mod registry;
 pub mod selector;
+pub mod strategic;
 pub mod table;
 
 pub use registry::{Registry, Resource, Scope, Subresource};

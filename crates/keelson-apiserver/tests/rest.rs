@@ -729,3 +729,96 @@ async fn tables_for_kubectl_get() -> Result<()> {
     );
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_of_every_kind() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "app", "image": "nginx:1"}, {"name": "log", "image": "busybox"}]}}}});
+    let created = client.post(deploys, &deploy.to_string()).await?.json();
+    let patch = |kind: &'static str, body: Value| {
+        let client = client.clone();
+        async move {
+            client
+                .request(
+                    "PATCH",
+                    &format!("{deploys}/web"),
+                    &[("Content-Type", kind)],
+                    Some(&body.to_string()),
+                )
+                .await
+        }
+    };
+
+    let merged = patch(
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"team": "blue", "app": null}}}),
+    )
+    .await?;
+    ensure!(
+        merged.code == 200 && merged.json()["metadata"]["labels"] == json!({"team": "blue"}),
+        "{merged:?}"
+    );
+    ensure!(rv(&merged.json()) > rv(&created) && merged.json()["metadata"]["generation"] == 1);
+
+    let strategic = patch("application/strategic-merge-patch+json", json!({"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "app"}, {"name": "log"}], "containers": [{"name": "app", "image": "nginx:2"}]}}}})).await?;
+    let containers = strategic.json()["spec"]["template"]["spec"]["containers"].clone();
+    ensure!(
+        containers
+            == json!([{"name": "app", "image": "nginx:2"}, {"name": "log", "image": "busybox"}]),
+        "{containers}"
+    );
+    ensure!(
+        strategic.json()["metadata"]["generation"] == 2,
+        "a spec patch bumps the generation"
+    );
+
+    let json_patch = patch(
+        "application/json-patch+json",
+        json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+    )
+    .await?;
+    ensure!(json_patch.code == 200 && json_patch.json()["spec"]["replicas"] == 3);
+    let failed_test = patch("application/json-patch+json", json!([{"op": "test", "path": "/spec/replicas", "value": 9}, {"op": "replace", "path": "/spec/replicas", "value": 1}])).await?;
+    ensure!(
+        failed_test.code == 409 && failed_test.json()["reason"] == "Conflict",
+        "{failed_test:?}"
+    );
+    let bad_path = patch(
+        "application/json-patch+json",
+        json!([{"op": "remove", "path": "/spec/nothing"}]),
+    )
+    .await?;
+    ensure!(bad_path.code == 422, "{bad_path:?}");
+
+    // A patch naming an old resourceVersion is a conflict; patches cannot rename.
+    let stale = patch("application/merge-patch+json", json!({"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}, "spec": {"replicas": 7}})).await?;
+    ensure!(stale.code == 409, "{stale:?}");
+    let rename = patch(
+        "application/merge-patch+json",
+        json!({"metadata": {"name": "other"}}),
+    )
+    .await?;
+    ensure!(rename.code == 400, "{rename:?}");
+    let unknown = patch("application/apply-patch+cbor", json!({})).await?;
+    ensure!(unknown.code == 415, "{unknown:?}");
+    let missing = client
+        .request(
+            "PATCH",
+            &format!("{deploys}/none"),
+            &[("Content-Type", "application/merge-patch+json")],
+            Some("{}"),
+        )
+        .await?;
+    ensure!(missing.code == 404);
+    let after = client.get(&format!("{deploys}/web")).await?.json();
+    ensure!(
+        after["spec"]["replicas"] == 3 && after["metadata"]["name"] == "web",
+        "refused patches change nothing: {after}"
+    );
+    server.stop().await
+}

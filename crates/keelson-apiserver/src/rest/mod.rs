@@ -133,6 +133,10 @@ pub async fn handle(
             "update",
             write::update(rest, &target, &query, &headers, body).await,
         ),
+        (&Method::PATCH, true) => (
+            "patch",
+            write::patch(rest, &target, &query, &headers, body).await,
+        ),
         (&Method::DELETE, true) => ("delete", write::delete(rest, &target, &query, body).await),
         (&Method::DELETE, false) => (
             "deletecollection",

@@ -271,30 +271,123 @@ pub async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let resource = &target.resource;
-    let name = target.name.clone().unwrap_or_default();
-    let mut object = read_body(headers, body)
+    let object = read_body(headers, body)
         .await?
         .ok_or_else(|| bad_request("the request body is empty"))?;
-    check_type(resource, &mut object)?;
-    check_namespace(target, &mut object)?;
-    match str_field(&object, &["metadata", "name"]) {
-        Some(given) if given != name => {
-            return Err(bad_request(format!(
-                "the name of the object ({given}) does not match the name on the URL ({name})"
-            )));
-        }
-        Some(_) => {}
-        None => object["metadata"]["name"] = json!(name),
+    // A resourceVersion in the body is a precondition; without one the update is
+    // unconditional.
+    let precondition = resource_version(&object)?;
+    guaranteed_update(rest, target, query, |_| Ok((object.clone(), precondition))).await
+}
+
+fn resource_version(object: &Value) -> Result<Option<i64>, ApiError> {
+    match str_field(object, &["metadata", "resourceVersion"]).filter(|v| !v.is_empty()) {
+        Some(rv) => rv
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| bad_request(format!("invalid resourceVersion {rv:?}"))),
+        None => Ok(None),
     }
-    let precondition =
-        match str_field(&object, &["metadata", "resourceVersion"]).filter(|v| !v.is_empty()) {
-            Some(rv) => Some(
-                rv.parse::<i64>()
-                    .map_err(|_| bad_request(format!("invalid resourceVersion {rv:?}")))?,
-            ),
-            None => None,
+}
+
+/// The kinds of PATCH body.
+enum PatchKind {
+    Json,
+    Merge,
+    Strategic,
+}
+
+pub async fn patch(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/json-patch+json" => PatchKind::Json,
+        "application/merge-patch+json" => PatchKind::Merge,
+        "application/strategic-merge-patch+json" => PatchKind::Strategic,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                ),
+            ));
+        }
+    };
+    let json_headers = HeaderMap::new();
+    let patch = read_body(&json_headers, body)
+        .await?
+        .ok_or_else(|| bad_request("the patch is empty"))?;
+    let operations: Option<json_patch::Patch> = match kind {
+        PatchKind::Json => Some(
+            serde_json::from_value(patch.clone())
+                .map_err(|e| bad_request(format!("the JSON patch is not valid: {e}")))?,
+        ),
+        _ => None,
+    };
+    let resource_kind = target.resource.kind;
+    let name = target.name.clone().unwrap_or_default();
+    let resource = target.resource.clone();
+    guaranteed_update(rest, target, query, |old| {
+        let new = match kind {
+            PatchKind::Json => {
+                let mut new = old.clone();
+                let ops = operations
+                    .as_ref()
+                    .map(|p| p.0.as_slice())
+                    .unwrap_or_default();
+                json_patch::patch(&mut new, ops).map_err(|e| match e.kind {
+                    // A failed `test` is a stale read: clients retry on Conflict.
+                    json_patch::PatchErrorKind::TestFailed => {
+                        let mut error = conflict(&resource, &name);
+                        error.message = format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        );
+                        error
+                    }
+                    _ => invalid(&resource, &name, "patch", &e.to_string()),
+                })?;
+                new
+            }
+            PatchKind::Merge => {
+                let mut new = old.clone();
+                json_patch::merge(&mut new, &patch);
+                new
+            }
+            PatchKind::Strategic => keelson_api::strategic::apply(resource_kind, old, &patch)
+                .map_err(|e| bad_request(e.to_string()))?,
         };
+        // A patch that changes resourceVersion asks for that version.
+        let precondition =
+            if new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"] {
+                None
+            } else {
+                Some(resource_version(&new)?.unwrap_or(-1))
+            };
+        Ok((new, precondition))
+    })
+    .await
+}
+
+/// Reads the object, computes its new state with `desired` (which may name a
+/// `resourceVersion` precondition), and writes it guarded by the revision it read; a
+/// lost race is retried when there is no precondition.
+async fn guaranteed_update(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    desired: impl Fn(&Value) -> Result<(Value, Option<i64>), ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let name = target.name.clone().unwrap_or_default();
     let key = target.key(&name);
     for _ in 0..RETRIES {
         let current = match rest.store.get(&key, None).await {
@@ -302,38 +395,48 @@ pub async fn update(
             Ok(None) => return Err(not_found(resource, &name)),
             Err(error) => return Err(object::internal(error)),
         };
+        let old = decode(&current)?;
+        let (mut new, precondition) = desired(&old)?;
+        check_type(resource, &mut new)?;
+        check_namespace(target, &mut new)?;
+        match str_field(&new, &["metadata", "name"]) {
+            Some(given) if given != name => {
+                return Err(bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some(_) => {}
+            None => new["metadata"]["name"] = json!(name),
+        }
         if precondition.is_some_and(|rv| rv != current.mod_revision) {
             return Err(conflict(resource, &name));
         }
-        let old = decode(&current)?;
-        let mut new = object.clone();
         set_resource_version(&mut new, current.mod_revision);
         keep_server_fields(&old, &mut new);
         let finalized = new["metadata"].get("deletionTimestamp").is_some()
             && new["metadata"]["finalizers"]
                 .as_array()
                 .is_none_or(|f| f.is_empty());
-        if finalized && !query.dry_run() {
+        let write = if finalized && !query.dry_run() {
             // Marked for deletion and no finalizer left: the update completes the delete.
-            match rest.store.delete(&key, current.mod_revision).await {
-                Ok(_) => return Ok(object_response(StatusCode::OK, &new)),
-                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
-                Err(StoreError::Conflict { .. }) => return Err(conflict(resource, &name)),
-                Err(StoreError::NotFound { .. }) => return Err(not_found(resource, &name)),
-                Err(error) => return Err(object::internal(error)),
-            }
-        }
-        if new == old || query.dry_run() {
+            rest.store
+                .delete(&key, current.mod_revision)
+                .await
+                .map(|_| None)
+        } else if new == old || query.dry_run() {
             // Nothing changed (or nothing may): no write, no new resourceVersion.
             return Ok(object_response(StatusCode::OK, &new));
-        }
-        match rest
-            .store
-            .update(&key, encode(&new), current.mod_revision)
-            .await
-        {
+        } else {
+            rest.store
+                .update(&key, encode(&new), current.mod_revision)
+                .await
+                .map(Some)
+        };
+        match write {
             Ok(revision) => {
-                set_resource_version(&mut new, revision);
+                if let Some(revision) = revision {
+                    set_resource_version(&mut new, revision);
+                }
                 return Ok(object_response(StatusCode::OK, &new));
             }
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
