@@ -10,11 +10,14 @@
 //! * `fields.rs` — field selectors over the fields each kind allows;
 //! * `meta.rs` — metadata rules: name validation, timestamps, Kubernetes' human ages;
 //! * `table.rs` — `Table` responses for `kubectl get` (NAME, AGE, and per-kind columns);
-//! * `strategic.rs` — strategic merge patch with the upstream merge keys and directives.
+//! * `strategic.rs` — strategic merge patch with the upstream merge keys and directives;
+//! * `openapi.rs` — OpenAPI v3 documents from the k8s-openapi schemas, and the unknown-field
+//!   check behind `fieldValidation`.
 
 pub mod discovery;
 pub mod fields;
 pub mod meta;
+pub mod openapi;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

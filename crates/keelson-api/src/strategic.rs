@@ -30,6 +30,176 @@ enum ListStrategy {
 
 const CONTAINER_LISTS: &[&str] = &["containers", "initContainers", "ephemeralContainers"];
 
+/// The same merge rules as [`strategy`], keyed the way the OpenAPI schemas are: (schema
+/// definition, an example kind and path where it appears, list property, merge key — `None`
+/// for a set of primitives). A test keeps the two in agreement.
+pub struct SchemaMergeKey {
+    pub definition: &'static str,
+    pub kind: &'static str,
+    pub path: &'static [&'static str],
+    pub property: &'static str,
+    pub key: Option<&'static str>,
+}
+
+const fn mk(
+    definition: &'static str,
+    kind: &'static str,
+    path: &'static [&'static str],
+    property: &'static str,
+    key: Option<&'static str>,
+) -> SchemaMergeKey {
+    SchemaMergeKey {
+        definition,
+        kind,
+        path,
+        property,
+        key,
+    }
+}
+
+pub const SCHEMA_MERGE_KEYS: &[SchemaMergeKey] = &[
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "containers",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "initContainers",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "ephemeralContainers",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "volumes",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "imagePullSecrets",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "hostAliases",
+        Some("ip"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "topologySpreadConstraints",
+        Some("topologyKey"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "resourceClaims",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodSpec",
+        "Pod",
+        &["spec"],
+        "schedulingGates",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.Container",
+        "Pod",
+        &["spec", "containers"],
+        "ports",
+        Some("containerPort"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.Container",
+        "Pod",
+        &["spec", "containers"],
+        "env",
+        Some("name"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.Container",
+        "Pod",
+        &["spec", "containers"],
+        "volumeMounts",
+        Some("mountPath"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.Container",
+        "Pod",
+        &["spec", "containers"],
+        "volumeDevices",
+        Some("devicePath"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.ServiceSpec",
+        "Service",
+        &["spec"],
+        "ports",
+        Some("port"),
+    ),
+    mk(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "Pod",
+        &["metadata"],
+        "ownerReferences",
+        Some("uid"),
+    ),
+    mk(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "Pod",
+        &["metadata"],
+        "finalizers",
+        None,
+    ),
+    mk(
+        "io.k8s.api.core.v1.PodStatus",
+        "Pod",
+        &["status"],
+        "conditions",
+        Some("type"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.NodeStatus",
+        "Node",
+        &["status"],
+        "conditions",
+        Some("type"),
+    ),
+    mk(
+        "io.k8s.api.core.v1.NodeStatus",
+        "Node",
+        &["status"],
+        "addresses",
+        Some("type"),
+    ),
+    mk(
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "Deployment",
+        &["status"],
+        "conditions",
+        Some("type"),
+    ),
+];
+
 /// The strategy of list `field` inside the object reached by `path` (field names from the
 /// root, list elements skipped), for objects of `kind`.
 fn strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
@@ -427,6 +597,23 @@ mod tests {
         .expect("patch");
         assert!(patched["spec"].get("clusterIP").is_none());
         assert_eq!(patched["spec"]["type"], "NodePort");
+    }
+
+    #[test]
+    fn schema_table_agrees_with_the_merge_rules() {
+        for entry in SCHEMA_MERGE_KEYS {
+            let path: Vec<String> = entry.path.iter().map(|p| p.to_string()).collect();
+            let expected = match entry.key {
+                Some(key) => ListStrategy::ByKey(key),
+                None => ListStrategy::Union,
+            };
+            let what = format!("{}.{}", entry.definition, entry.property);
+            assert_eq!(
+                strategy(entry.kind, &path, entry.property),
+                expected,
+                "{what}"
+            );
+        }
     }
 
     #[test]

@@ -174,9 +174,15 @@ impl ApiServer {
             },
         );
         let metrics = RequestMetrics::register(&mut registry);
+        let resources = ApiRegistry::builtin();
+        let openapi = keelson_api::openapi::OpenApi::generate(
+            &resources,
+            &format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0"),
+        );
         let rest = Rest {
             store,
-            registry: ApiRegistry::builtin(),
+            registry: resources,
+            openapi,
         };
         rest::ensure_namespaces(
             &rest,
@@ -306,6 +312,8 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/apis", get(group_discovery))
         .route("/apis/{group}", get(group))
         .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api/v1/{*path}", any(core_rest))
         .route("/apis/{group}/{version}/{*path}", any(group_rest))
         .fallback(|| async { ApiError::no_such_path() })
@@ -528,4 +536,24 @@ async fn resource_request(
         body,
     )
     .await
+}
+
+/// `GET /openapi/v3`: where each group version's document is.
+async fn openapi_index(State(state): State<Arc<AppState>>) -> Response {
+    json_response(state.rest.openapi.index(), "application/json")
+}
+
+/// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}` (any `?hash=`).
+async fn openapi_document(
+    State(state): State<Arc<AppState>>,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    match state.rest.openapi.document(&path) {
+        Some(document) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            document.to_owned(),
+        )
+            .into_response(),
+        None => ApiError::no_such_path().into_response(),
+    }
 }

@@ -822,3 +822,66 @@ async fn patches_of_every_kind() -> Result<()> {
     );
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_field_validation() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let index = client.get("/openapi/v3").await?.json();
+    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .context("apps/v1 in the index")?
+        .to_owned();
+    let doc = client.get(&url).await?;
+    ensure!(doc.code == 200 && doc.content_type == "application/json");
+    let doc = doc.json();
+    ensure!(
+        doc["openapi"] == "3.0.0"
+            && doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object()
+    );
+    ensure!(client.get("/openapi/v3/apis/nope/v1").await?.code == 404);
+    ensure!(
+        client.get("/openapi/v2").await?.code == 404,
+        "kubectl only accepts v2 as protobuf"
+    );
+
+    let typo = json!({"kind": "ConfigMap", "metadata": {"name": "t"}, "data": {"a": "b"}, "dta": {"x": "y"}}).to_string();
+    let strict = client
+        .post(&format!("{CMS}?fieldValidation=Strict"), &typo)
+        .await?;
+    ensure!(
+        strict.code == 400
+            && strict.json()["message"] == "strict decoding error: unknown field \"dta\"",
+        "{strict:?}"
+    );
+    ensure!(
+        client.get(&format!("{CMS}/t")).await?.code == 404,
+        "nothing stored"
+    );
+    let bad_mode = client
+        .post(&format!("{CMS}?fieldValidation=Loose"), &typo)
+        .await?;
+    ensure!(bad_mode.code == 400, "{bad_mode:?}");
+    // Warn (the default) and Ignore accept the object.
+    let warned = client
+        .post(&format!("{CMS}?fieldValidation=Warn"), &typo)
+        .await?;
+    ensure!(warned.code == 201, "{warned:?}");
+    let patched = client
+        .request(
+            "PATCH",
+            &format!("{CMS}/t?fieldValidation=Strict"),
+            &[("Content-Type", "application/merge-patch+json")],
+            Some(r#"{"metadata":{"labelz":{"a":"b"}}}"#),
+        )
+        .await?;
+    ensure!(
+        patched.code == 400
+            && patched.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("metadata.labelz")),
+        "{patched:?}"
+    );
+    server.stop().await
+}

@@ -309,13 +309,7 @@ fn kubectl_manages_objects() -> Result<()> {
         &manifest,
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\n  labels: {app: shop}\ndata:\n  color: blue\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n  namespace: shop\ndata: {}\n",
     )?;
-    // (OpenAPI is not served yet, so client-side schema validation is off.)
-    let created = kubectl_run(&[
-        "create",
-        "-f",
-        manifest.to_str().context("path")?,
-        "--validate=false",
-    ])?;
+    let created = kubectl_run(&["create", "-f", manifest.to_str().context("path")?])?;
     ensure!(
         created.contains("namespace/shop created")
             && created.contains("configmap/settings created"),
@@ -380,17 +374,11 @@ fn kubectl_manages_objects() -> Result<()> {
     };
     let path = deployment.to_str().context("path")?.to_owned();
     std::fs::write(&deployment, manifest(2))?;
-    ensure!(
-        kubectl_run(&["apply", "-f", &path, "--validate=false"])?
-            .contains("deployment.apps/web created")
-    );
-    let again = kubectl_run(&["apply", "-f", &path, "--validate=false"])?;
+    ensure!(kubectl_run(&["apply", "-f", &path,])?.contains("deployment.apps/web created"));
+    let again = kubectl_run(&["apply", "-f", &path])?;
     ensure!(again.contains("deployment.apps/web unchanged"), "{again}");
     std::fs::write(&deployment, manifest(4))?;
-    ensure!(
-        kubectl_run(&["apply", "-f", &path, "--validate=false"])?
-            .contains("deployment.apps/web configured")
-    );
+    ensure!(kubectl_run(&["apply", "-f", &path,])?.contains("deployment.apps/web configured"));
     kubectl_run(&["label", "deploy", "web", "-n", "shop", "team=blue"])?;
     kubectl_run(&["annotate", "deploy", "web", "-n", "shop", "note=hi"])?;
     kubectl_run(&["set", "image", "deploy/web", "-n", "shop", "app=nginx:1.27"])?;
@@ -435,12 +423,11 @@ fn kubectl_manages_objects() -> Result<()> {
         "jsonpath={.spec.replicas} {.metadata.labels.team} {.metadata.annotations.note} {.spec.template.spec.containers[*].image} {.metadata.labels.merged} {.metadata.labels.json}",
     ])?;
     ensure!(shown == "4 blue hi nginx:1.27 busybox:2 yes yes", "{shown}");
-    // (Client-side validation needs OpenAPI, not served yet.)
     let edit = Command::new(kubectl()?)
         .env("KUBE_EDITOR", "sed -i s/replicas:\\ 4/replicas:\\ 6/")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["edit", "deploy", "web", "-n", "shop", "--validate=false"])
+        .args(["edit", "deploy", "web", "-n", "shop"])
         .output()?;
     ensure!(
         edit.status.success(),
@@ -457,6 +444,28 @@ fn kubectl_manages_objects() -> Result<()> {
             "-o",
             "jsonpath={.spec.replicas}"
         ])? == "6"
+    );
+
+    // The server validates fields (kubectl finds fieldValidation in OpenAPI and sends Strict).
+    std::fs::write(
+        &deployment,
+        manifest(4).replace("image: busybox}", "image: busybox, imagePullPolcy: Always}"),
+    )?;
+    let typo = Command::new(kubectl()?)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["apply", "-f", &path])
+        .output()?;
+    ensure!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    ensure!(
+        stderr.contains(r#"strict decoding error: unknown field "spec.template.spec.containers[1].imagePullPolcy""#),
+        "{stderr}"
+    );
+    let explained = kubectl_run(&["explain", "deployment.spec.strategy"])?;
+    ensure!(
+        explained.contains("KIND:       Deployment") && explained.contains("rollingUpdate"),
+        "{explained}"
     );
 
     // delete waits for the object to be gone, through a WatchList watch.

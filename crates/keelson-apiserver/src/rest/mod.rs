@@ -31,6 +31,8 @@ use crate::status::ApiError;
 pub struct Rest {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
+    /// The schemas, for `/openapi/v3` and `fieldValidation`.
+    pub openapi: keelson_api::openapi::OpenApi,
 }
 
 /// Query parameters, percent-decoded (last value wins).

@@ -137,6 +137,49 @@ async fn require_namespace(rest: &Rest, target: &Target) -> Result<(), ApiError>
     }
 }
 
+/// Applies `fieldValidation` (Strict, Warn — the default —, or Ignore) to `object`: unknown
+/// fields fail a Strict request and become warnings otherwise.
+fn check_fields(
+    rest: &Rest,
+    resource: &Resource,
+    query: &Query,
+    object: &Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = query.get("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(bad_request(format!(
+            "fieldValidation: Unsupported value: \"{mode}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        )));
+    }
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    let unknown: Vec<String> = rest
+        .openapi
+        .unknown_fields(resource.group, resource.version, resource.kind, object)
+        .into_iter()
+        .map(|field| format!("unknown field \"{field}\""))
+        .collect();
+    if mode == "Strict" && !unknown.is_empty() {
+        return Err(bad_request(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        )));
+    }
+    Ok(unknown)
+}
+
+/// Adds `Warning` headers, which kubectl prints as `Warning: ...`.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// Defaults every object of a kind gets on create.
 fn apply_defaults(resource: &Resource, name: &str, object: &mut Value) {
     if resource.kind == "Namespace" && resource.group.is_empty() {
@@ -161,6 +204,7 @@ pub async fn create(
         .ok_or_else(|| bad_request("the request body is empty"))?;
     check_type(resource, &mut object)?;
     check_namespace(target, &mut object)?;
+    let warnings = check_fields(rest, resource, query, &object)?;
     let metadata = metadata_mut(&mut object)?;
     let given_name = metadata
         .get("name")
@@ -218,12 +262,18 @@ pub async fn create(
         object["metadata"]["name"] = json!(name);
         apply_defaults(resource, &name, &mut object);
         if query.dry_run() {
-            return Ok(object_response(StatusCode::CREATED, &object));
+            return Ok(with_warnings(
+                object_response(StatusCode::CREATED, &object),
+                &warnings,
+            ));
         }
         match rest.store.create(&target.key(&name), encode(&object)).await {
             Ok(revision) => {
                 set_resource_version(&mut object, revision);
-                return Ok(object_response(StatusCode::CREATED, &object));
+                return Ok(with_warnings(
+                    object_response(StatusCode::CREATED, &object),
+                    &warnings,
+                ));
             }
             Err(StoreError::AlreadyExists { .. }) if attempt < attempts => continue,
             Err(StoreError::AlreadyExists { .. }) => return Err(already_exists(resource, &name)),
@@ -399,6 +449,7 @@ async fn guaranteed_update(
         let (mut new, precondition) = desired(&old)?;
         check_type(resource, &mut new)?;
         check_namespace(target, &mut new)?;
+        let warnings = check_fields(rest, resource, query, &new)?;
         match str_field(&new, &["metadata", "name"]) {
             Some(given) if given != name => {
                 return Err(bad_request(format!(
@@ -425,7 +476,10 @@ async fn guaranteed_update(
                 .map(|_| None)
         } else if new == old || query.dry_run() {
             // Nothing changed (or nothing may): no write, no new resourceVersion.
-            return Ok(object_response(StatusCode::OK, &new));
+            return Ok(with_warnings(
+                object_response(StatusCode::OK, &new),
+                &warnings,
+            ));
         } else {
             rest.store
                 .update(&key, encode(&new), current.mod_revision)
@@ -437,7 +491,10 @@ async fn guaranteed_update(
                 if let Some(revision) = revision {
                     set_resource_version(&mut new, revision);
                 }
-                return Ok(object_response(StatusCode::OK, &new));
+                return Ok(with_warnings(
+                    object_response(StatusCode::OK, &new),
+                    &warnings,
+                ));
             }
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(StoreError::Conflict { .. }) => return Err(conflict(resource, &name)),
