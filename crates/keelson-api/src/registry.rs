@@ -36,6 +36,52 @@ pub struct Resource {
     pub subresources: Vec<Subresource>,
 }
 
+/// `status`: the object, written without its spec.
+fn status(group: &'static str, version: &'static str, kind: &'static str) -> Subresource {
+    Subresource {
+        name: "status",
+        response: (group, version, kind),
+        verbs: &["get", "patch", "update"],
+    }
+}
+
+/// `scale`: an `autoscaling/v1` `Scale`.
+fn scale() -> Subresource {
+    Subresource {
+        name: "scale",
+        response: ("autoscaling", "v1", "Scale"),
+        verbs: &["get", "patch", "update"],
+    }
+}
+
+/// Kinds with a status subresource, and those that also scale.
+const WITH_STATUS: &[&str] = &[
+    "Namespace",
+    "Pod",
+    "Service",
+    "Node",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ResourceQuota",
+    "ReplicationController",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "Ingress",
+    "APIService",
+];
+const WITH_SCALE: &[&str] = &[
+    "ReplicationController",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+];
+
 /// The verbs of an ordinary stored resource.
 pub const CRUD_VERBS: &[&str] = &[
     "create",
@@ -390,6 +436,18 @@ impl Registry {
                 &[],
             ),
         ];
+        let resources = resources
+            .into_iter()
+            .map(|mut r| {
+                if WITH_STATUS.contains(&r.kind) {
+                    r.subresources.push(status(r.group, r.version, r.kind));
+                }
+                if WITH_SCALE.contains(&r.kind) {
+                    r.subresources.push(scale());
+                }
+                r
+            })
+            .collect();
         Registry { resources }
     }
 
@@ -468,6 +526,19 @@ mod tests {
             .find(|g| g.name == "autoscaling");
         assert_eq!(autoscaling.map(|g| g.versions), Some(vec!["v2", "v1"]));
         assert!(registry.groups().iter().all(|g| !g.name.is_empty()));
+    }
+
+    #[test]
+    fn workloads_have_status_and_scale() {
+        let registry = Registry::builtin();
+        let subs = |g, p| {
+            registry
+                .find(g, "v1", p)
+                .map(|r| r.subresources.iter().map(|s| s.name).collect::<Vec<_>>())
+        };
+        assert_eq!(subs("apps", "deployments"), Some(vec!["status", "scale"]));
+        assert_eq!(subs("", "pods"), Some(vec!["status"]));
+        assert_eq!(subs("", "configmaps"), Some(vec![]));
     }
 
     #[test]

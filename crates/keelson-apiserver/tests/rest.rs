@@ -885,3 +885,105 @@ async fn openapi_and_field_validation() -> Result<()> {
     );
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_scale_write_only_their_part() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}}},
+        "status": {"replicas": 99}});
+    let created = client.post(deploys, &deploy.to_string()).await?.json();
+    ensure!(
+        created["status"] == json!({}),
+        "clients do not set status on create: {created}"
+    );
+
+    // The controller's view: /status changes status, nothing else.
+    let mut with_status = created.clone();
+    with_status["status"] = json!({"replicas": 2, "readyReplicas": 1});
+    with_status["spec"]["replicas"] = json!(50);
+    let status = client
+        .put(&format!("{deploys}/web/status"), &with_status.to_string())
+        .await?;
+    ensure!(status.code == 200, "{status:?}");
+    let after = status.json();
+    ensure!(
+        after["status"]["readyReplicas"] == 1
+            && after["spec"]["replicas"] == 2
+            && after["metadata"]["generation"] == 1,
+        "{after}"
+    );
+
+    // The user's view: the main resource never changes status.
+    let mut main = after.clone();
+    main["status"] = json!({"replicas": 0});
+    main["metadata"]["labels"] = json!({"edited": "yes"});
+    let main = client
+        .put(&format!("{deploys}/web"), &main.to_string())
+        .await?
+        .json();
+    ensure!(
+        main["status"]["readyReplicas"] == 1 && main["metadata"]["labels"]["edited"] == "yes",
+        "{main}"
+    );
+
+    // Scale: an autoscaling/v1 Scale, writing only spec.replicas.
+    let scale = client.get(&format!("{deploys}/web/scale")).await?.json();
+    ensure!(
+        scale["kind"] == "Scale" && scale["apiVersion"] == "autoscaling/v1",
+        "{scale}"
+    );
+    ensure!(
+        scale["spec"]["replicas"] == 2
+            && scale["status"] == json!({"replicas": 2, "selector": "app=web"}),
+        "{scale}"
+    );
+    let scaled = client
+        .request(
+            "PATCH",
+            &format!("{deploys}/web/scale"),
+            &[("Content-Type", "application/merge-patch+json")],
+            Some(r#"{"spec":{"replicas":5},"status":{"replicas":0}}"#),
+        )
+        .await?;
+    ensure!(
+        scaled.code == 200
+            && scaled.json()["kind"] == "Scale"
+            && scaled.json()["spec"]["replicas"] == 5,
+        "{scaled:?}"
+    );
+    let now = client.get(&format!("{deploys}/web")).await?.json();
+    ensure!(
+        now["spec"]["replicas"] == 5
+            && now["status"]["replicas"] == 2
+            && now["metadata"]["generation"] == 2,
+        "{now}"
+    );
+    let mut stale = scale.clone();
+    stale["spec"]["replicas"] = json!(1);
+    let stale = client
+        .put(&format!("{deploys}/web/scale"), &stale.to_string())
+        .await?;
+    ensure!(
+        stale.code == 409,
+        "a Scale with an old resourceVersion conflicts: {stale:?}"
+    );
+    let negative = client
+        .put(
+            &format!("{deploys}/web/scale"),
+            &json!({"kind": "Scale", "spec": {"replicas": -1}}).to_string(),
+        )
+        .await?;
+    ensure!(negative.code == 400, "{negative:?}");
+
+    ensure!(
+        client.get(&format!("{CMS}/x/status")).await?.code == 404,
+        "configmaps have no status subresource"
+    );
+    ensure!(client.get(&format!("{CMS}/x/scale")).await?.code == 404);
+    ensure!(client.delete(&format!("{deploys}/web/status")).await?.code == 405);
+    server.stop().await
+}

@@ -379,6 +379,22 @@ fn kubectl_manages_objects() -> Result<()> {
     ensure!(again.contains("deployment.apps/web unchanged"), "{again}");
     std::fs::write(&deployment, manifest(4))?;
     ensure!(kubectl_run(&["apply", "-f", &path,])?.contains("deployment.apps/web configured"));
+    ensure!(
+        kubectl_run(&["scale", "deploy", "web", "-n", "shop", "--replicas=3"])?.contains("scaled")
+    );
+    ensure!(
+        kubectl_run(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])? == "3"
+    );
+    std::fs::write(&deployment, manifest(4))?;
+    ensure!(kubectl_run(&["apply", "-f", &path])?.contains("configured"));
     kubectl_run(&["label", "deploy", "web", "-n", "shop", "team=blue"])?;
     kubectl_run(&["annotate", "deploy", "web", "-n", "shop", "note=hi"])?;
     kubectl_run(&["set", "image", "deploy/web", "-n", "shop", "app=nginx:1.27"])?;

@@ -8,6 +8,7 @@
 //! output, and `Status` errors for everything that fails.
 
 mod object;
+mod part;
 mod read;
 mod target;
 mod watch;
@@ -116,12 +117,20 @@ pub async fn handle(
         Ok(target) => target,
         Err(error) => return error.into_response(),
     };
-    if target.subresource.is_some() {
+    let Some(part) = part::Part::of(&target) else {
         return ApiError::no_such_path().into_response();
-    }
+    };
     let named = target.name.is_some();
+    if part != part::Part::Main && !matches!(method, Method::GET | Method::PUT | Method::PATCH) {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+        )
+        .into_response();
+    }
     let (verb, result) = match (&method, named) {
-        (&Method::GET, true) => ("get", read::get(rest, &target).await),
+        (&Method::GET, true) => ("get", read::get(rest, &target, part).await),
         (&Method::GET, false) if query.flag("watch") => (
             "watch",
             Ok(watch::watch(rest, &target, &query, &headers).await),
@@ -133,11 +142,11 @@ pub async fn handle(
         ),
         (&Method::PUT, true) => (
             "update",
-            write::update(rest, &target, &query, &headers, body).await,
+            write::update(rest, &target, part, &query, &headers, body).await,
         ),
         (&Method::PATCH, true) => (
             "patch",
-            write::patch(rest, &target, &query, &headers, body).await,
+            write::patch(rest, &target, part, &query, &headers, body).await,
         ),
         (&Method::DELETE, true) => ("delete", write::delete(rest, &target, &query, body).await),
         (&Method::DELETE, false) => (

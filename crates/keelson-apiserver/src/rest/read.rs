@@ -10,13 +10,14 @@ use keelson_store::{ListOptions, StoreError};
 use serde_json::{Value, json};
 
 use super::object::{self, bad_request, decode, expired, not_found};
+use super::part::Part;
 use super::{Query, Rest, Target, object_response};
 use crate::status::ApiError;
 
-pub async fn get(rest: &Rest, target: &Target) -> Result<Response, ApiError> {
+pub async fn get(rest: &Rest, target: &Target, part: Part) -> Result<Response, ApiError> {
     let name = target.name.as_deref().unwrap_or_default();
     match rest.store.get(&target.key(name), None).await {
-        Ok(Some(kv)) => Ok(object_response(StatusCode::OK, &decode(&kv)?)),
+        Ok(Some(kv)) => Ok(object_response(StatusCode::OK, &part.view(&decode(&kv)?))),
         Ok(None) => Err(not_found(&target.resource, name)),
         Err(error) => Err(object::internal(error)),
     }

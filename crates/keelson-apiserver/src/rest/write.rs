@@ -12,6 +12,7 @@ use super::object::{
     self, already_exists, bad_request, conflict, decode, encode, invalid, metadata_mut, new_uid,
     not_found, now, set_resource_version, str_field,
 };
+use super::part::{Part, has_subresource};
 use super::read::{Selectors, collect};
 use super::target::{object_key, resource_prefix};
 use super::{Query, Rest, Target, object_response};
@@ -180,8 +181,24 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// Status a new object starts with, for kinds whose status only the system writes (as
+/// kube-apiserver's create strategies do); `None` keeps what the client sent.
+fn initial_status(resource: &Resource) -> Option<Value> {
+    if !has_subresource(resource, "status") {
+        return None;
+    }
+    match resource.kind {
+        "Pod" | "PersistentVolumeClaim" | "PersistentVolume" => Some(json!({"phase": "Pending"})),
+        "Node" | "Namespace" | "APIService" => None,
+        _ => Some(json!({})),
+    }
+}
+
 /// Defaults every object of a kind gets on create.
 fn apply_defaults(resource: &Resource, name: &str, object: &mut Value) {
+    if let Some(status) = initial_status(resource) {
+        object["status"] = status;
+    }
     if resource.kind == "Namespace" && resource.group.is_empty() {
         object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
         if object["spec"]["finalizers"].is_null() {
@@ -317,6 +334,7 @@ fn keep_server_fields(old: &Value, new: &mut Value) {
 pub async fn update(
     rest: &Rest,
     target: &Target,
+    part: Part,
     query: &Query,
     headers: &HeaderMap,
     body: Body,
@@ -327,7 +345,10 @@ pub async fn update(
     // A resourceVersion in the body is a precondition; without one the update is
     // unconditional.
     let precondition = resource_version(&object)?;
-    guaranteed_update(rest, target, query, |_| Ok((object.clone(), precondition))).await
+    guaranteed_update(rest, target, query, part, |_| {
+        Ok((object.clone(), precondition))
+    })
+    .await
 }
 
 fn resource_version(object: &Value) -> Result<Option<i64>, ApiError> {
@@ -350,6 +371,7 @@ enum PatchKind {
 pub async fn patch(
     rest: &Rest,
     target: &Target,
+    part: Part,
     query: &Query,
     headers: &HeaderMap,
     body: Body,
@@ -386,7 +408,13 @@ pub async fn patch(
     let resource_kind = target.resource.kind;
     let name = target.name.clone().unwrap_or_default();
     let resource = target.resource.clone();
-    guaranteed_update(rest, target, query, |old| {
+    // A Scale has no strategic metadata of its own: it merges as a plain object.
+    let resource_kind = if part == Part::Scale {
+        "Scale"
+    } else {
+        resource_kind
+    };
+    guaranteed_update(rest, target, query, part, |old| {
         let new = match kind {
             PatchKind::Json => {
                 let mut new = old.clone();
@@ -427,13 +455,14 @@ pub async fn patch(
     .await
 }
 
-/// Reads the object, computes its new state with `desired` (which may name a
-/// `resourceVersion` precondition), and writes it guarded by the revision it read; a
-/// lost race is retried when there is no precondition.
+/// Reads the object, computes the new state of `part` of it with `desired` (which may name
+/// a `resourceVersion` precondition), and writes it guarded by the revision it read; a lost
+/// race is retried when there is no precondition. Answers with `part`'s view.
 async fn guaranteed_update(
     rest: &Rest,
     target: &Target,
     query: &Query,
+    part: Part,
     desired: impl Fn(&Value) -> Result<(Value, Option<i64>), ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = &target.resource;
@@ -446,7 +475,8 @@ async fn guaranteed_update(
             Err(error) => return Err(object::internal(error)),
         };
         let old = decode(&current)?;
-        let (mut new, precondition) = desired(&old)?;
+        let (new_view, precondition) = desired(&part.view(&old))?;
+        let mut new = part.fold(resource, &old, new_view)?;
         check_type(resource, &mut new)?;
         check_namespace(target, &mut new)?;
         let warnings = check_fields(rest, resource, query, &new)?;
@@ -477,7 +507,7 @@ async fn guaranteed_update(
         } else if new == old || query.dry_run() {
             // Nothing changed (or nothing may): no write, no new resourceVersion.
             return Ok(with_warnings(
-                object_response(StatusCode::OK, &new),
+                object_response(StatusCode::OK, &part.view(&new)),
                 &warnings,
             ));
         } else {
@@ -492,7 +522,7 @@ async fn guaranteed_update(
                     set_resource_version(&mut new, revision);
                 }
                 return Ok(with_warnings(
-                    object_response(StatusCode::OK, &new),
+                    object_response(StatusCode::OK, &part.view(&new)),
                     &warnings,
                 ));
             }
