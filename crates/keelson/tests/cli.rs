@@ -513,3 +513,66 @@ fn kubectl_manages_objects() -> Result<()> {
     ensure!(wait_exit(server)?.status.success());
     Ok(())
 }
+
+#[test]
+fn the_seed_documents_manifests_apply() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut server = start_server(dir.path(), port)?;
+    wait_ready(&mut server, dir.path(), port)?;
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let cache = dir.path().join("kube-cache");
+    let apply = |path: &Path| -> Result<String> {
+        let out = Command::new(kubectl()?)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["apply", "-f"])
+            .arg(path)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.success(), "{}: {stderr}", path.display());
+        ensure!(!stderr.contains("Warning"), "{}: {stderr}", path.display());
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/seed-manifests");
+    let mut manifests: Vec<_> = std::fs::read_dir(&fixtures)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    manifests.sort();
+    ensure!(manifests.len() > 50, "{} manifests", manifests.len());
+    let mut created = 0;
+    for manifest in &manifests {
+        let out = apply(manifest)?;
+        // Some documents share a name with an earlier one: those update it.
+        ensure!(
+            out.contains(" created") || out.contains(" configured"),
+            "{}: {out}",
+            manifest.display()
+        );
+        created += usize::from(out.contains(" created"));
+    }
+    ensure!(created > 40, "only {created} objects created");
+    // Applying again changes nothing (for documents that no later one overwrote).
+    let last = manifests.last().context("manifests")?;
+    let again = apply(last)?;
+    ensure!(again.contains(" unchanged"), "{again}");
+    // An edited manifest updates the object.
+    let edited = dir.path().join("edited.yaml");
+    let text = std::fs::read_to_string(last)?;
+    std::fs::write(
+        &edited,
+        text.replacen(
+            "metadata:\n",
+            "metadata:\n  labels:\n    edited: \"yes\"\n",
+            1,
+        ),
+    )?;
+    let out = apply(&edited)?;
+    ensure!(out.contains(" configured"), "{out}");
+    sigterm(&server)?;
+    ensure!(wait_exit(server)?.status.success());
+    Ok(())
+}
