@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1` `Table` responses for `kubectl get`.
 //!
-//! Every kind gets NAME and AGE; kinds with columns of their own add them here.
+//! Every kind gets NAME and AGE; the kinds users list most get the columns `kubectl get`
+//! shows on Kubernetes, with the `-o wide` ones at priority 1.
 
 use serde_json::{Value, json};
 
@@ -35,53 +36,786 @@ impl IncludeObject {
     }
 }
 
-fn column(name: &str, kind: &str, format: &str, description: &str) -> Value {
-    json!({"name": name, "type": kind, "format": format, "description": description, "priority": 0})
+/// One column: its definition and how a cell is computed.
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    /// 0 always; 1 only with `-o wide`.
+    priority: u8,
+    description: &'static str,
+    cell: fn(&Value, i64) -> Value,
+}
+
+const fn col(
+    name: &'static str,
+    kind: &'static str,
+    priority: u8,
+    description: &'static str,
+    cell: fn(&Value, i64) -> Value,
+) -> Column {
+    Column {
+        name,
+        kind,
+        priority,
+        description,
+        cell,
+    }
+}
+
+fn s(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+fn int(value: &Value) -> i64 {
+    value.as_i64().unwrap_or(0)
+}
+
+fn name(o: &Value, _: i64) -> Value {
+    json!(s(&o["metadata"]["name"]))
+}
+
+fn age(o: &Value, now: i64) -> Value {
+    json!(
+        o["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(parse_timestamp)
+            .map_or_else(|| "<unknown>".to_owned(), |t| human_duration(now - t))
+    )
+}
+
+fn or_none(text: String) -> Value {
+    json!(if text.is_empty() {
+        "<none>".to_owned()
+    } else {
+        text
+    })
+}
+
+fn containers(o: &Value) -> &[Value] {
+    o["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn container_names(o: &Value, _: i64) -> Value {
+    json!(
+        containers(o)
+            .iter()
+            .map(|c| s(&c["name"]))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+fn container_images(o: &Value, _: i64) -> Value {
+    json!(
+        containers(o)
+            .iter()
+            .map(|c| s(&c["image"]))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// A label selector object as `kubectl get -o wide` prints it.
+fn selector(o: &Value, _: i64) -> Value {
+    let sel = &o["spec"]["selector"];
+    let mut terms: Vec<String> = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", s(v)))
+        .collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        terms.push(match s(&e["operator"]) {
+            "In" => format!("{} in ({})", s(&e["key"]), values.join(",")),
+            "NotIn" => format!("{} notin ({})", s(&e["key"]), values.join(",")),
+            "DoesNotExist" => format!("!{}", s(&e["key"])),
+            _ => s(&e["key"]).to_owned(),
+        });
+    }
+    or_none(terms.join(","))
+}
+
+/// A plain map selector (services, replication controllers).
+fn map_selector(o: &Value, _: i64) -> Value {
+    or_none(
+        o["spec"]["selector"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", s(v)))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+fn data_count(o: &Value, _: i64) -> Value {
+    let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
+    json!(count("data") + count("binaryData"))
+}
+
+/// The STATUS kubectl shows for a pod: the most telling container reason, else the phase.
+fn pod_status(o: &Value, _: i64) -> Value {
+    if o["metadata"].get("deletionTimestamp").is_some() {
+        return json!("Terminating");
+    }
+    let mut reason = s(&o["status"]["reason"]).to_owned();
+    if reason.is_empty() {
+        reason = s(&o["status"]["phase"]).to_owned();
+    }
+    let init = o["status"]["initContainerStatuses"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let init_total = o["spec"]["initContainers"].as_array().map_or(0, Vec::len);
+    for (i, c) in init.iter().enumerate() {
+        let terminated = &c["state"]["terminated"];
+        if terminated.is_object() && int(&terminated["exitCode"]) == 0 {
+            continue;
+        }
+        if terminated.is_object() {
+            let r = s(&terminated["reason"]);
+            return json!(if r.is_empty() {
+                format!("Init:ExitCode:{}", int(&terminated["exitCode"]))
+            } else {
+                format!("Init:{r}")
+            });
+        }
+        let waiting = s(&c["state"]["waiting"]["reason"]);
+        if !waiting.is_empty() && waiting != "PodInitializing" {
+            return json!(format!("Init:{waiting}"));
+        }
+        return json!(format!("Init:{i}/{init_total}"));
+    }
+    for c in o["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+    {
+        let waiting = s(&c["state"]["waiting"]["reason"]);
+        let terminated = &c["state"]["terminated"];
+        if !waiting.is_empty() {
+            reason = waiting.to_owned();
+        } else if terminated.is_object() {
+            let r = s(&terminated["reason"]);
+            reason = if r.is_empty() {
+                format!("ExitCode:{}", int(&terminated["exitCode"]))
+            } else {
+                r.to_owned()
+            };
+        }
+    }
+    json!(reason)
+}
+
+fn pod_ready(o: &Value, _: i64) -> Value {
+    let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+    let ready = o["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["ready"] == true)
+        .count();
+    json!(format!("{ready}/{total}"))
+}
+
+fn pod_restarts(o: &Value, _: i64) -> Value {
+    json!(
+        o["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| int(&c["restartCount"]))
+            .sum::<i64>()
+    )
+}
+
+fn service_ports(o: &Value, _: i64) -> Value {
+    let ports: Vec<String> = o["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64() {
+                Some(node) => format!("{}:{node}/{protocol}", int(&p["port"])),
+                None => format!("{}/{protocol}", int(&p["port"])),
+            }
+        })
+        .collect();
+    or_none(ports.join(","))
+}
+
+fn service_external(o: &Value, _: i64) -> Value {
+    let mut ips: Vec<String> = o["spec"]["externalIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    ips.extend(
+        o["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                i["ip"]
+                    .as_str()
+                    .or(i["hostname"].as_str())
+                    .map(str::to_owned)
+            }),
+    );
+    match (s(&o["spec"]["type"]), ips.is_empty()) {
+        ("LoadBalancer", true) => json!("<pending>"),
+        ("ExternalName", _) => json!(s(&o["spec"]["externalName"])),
+        (_, true) => json!("<none>"),
+        _ => json!(ips.join(",")),
+    }
+}
+
+fn node_status(o: &Value, _: i64) -> Value {
+    let ready = o["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready");
+    let mut status = match ready.map(|c| s(&c["status"])) {
+        Some("True") => "Ready".to_owned(),
+        Some(_) => "NotReady".to_owned(),
+        None => "Unknown".to_owned(),
+    };
+    if o["spec"]["unschedulable"] == true {
+        status.push_str(",SchedulingDisabled");
+    }
+    json!(status)
+}
+
+fn node_roles(o: &Value, _: i64) -> Value {
+    or_none(
+        o["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+fn node_address(kind: &'static str) -> impl Fn(&Value) -> Value {
+    move |o| {
+        or_none(
+            o["status"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["type"] == kind)
+                .filter_map(|a| a["address"].as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+}
+
+const NAME: Column = col(
+    "Name",
+    "string",
+    0,
+    "Name must be unique within a namespace.",
+    name,
+);
+const AGE: Column = col(
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    age,
+);
+
+/// The columns of `kind`, in order.
+fn kind_columns(kind: &str) -> Vec<Column> {
+    let mut columns = vec![NAME];
+    match kind {
+        "Namespace" => columns.push(col(
+            "Status",
+            "string",
+            0,
+            "The status of the namespace",
+            |o, _| json!(s(&o["status"]["phase"])),
+        )),
+        "Pod" => {
+            columns.push(col(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+                pod_ready,
+            ));
+            columns.push(col(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+                pod_status,
+            ));
+            columns.push(col(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted.",
+                pod_restarts,
+            ));
+        }
+        "Deployment" => {
+            columns.push(col(
+                "Ready",
+                "string",
+                0,
+                "Number of the pod with ready state",
+                |o, _| {
+                    json!(format!(
+                        "{}/{}",
+                        int(&o["status"]["readyReplicas"]),
+                        int(&o["spec"]["replicas"])
+                    ))
+                },
+            ));
+            columns.push(col("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", |o, _| json!(int(&o["status"]["updatedReplicas"]))));
+            columns.push(col("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", |o, _| json!(int(&o["status"]["availableReplicas"]))));
+        }
+        "ReplicaSet" | "ReplicationController" => {
+            columns.push(col(
+                "Desired",
+                "integer",
+                0,
+                "Number of desired pods.",
+                |o, _| json!(int(&o["spec"]["replicas"])),
+            ));
+            columns.push(col(
+                "Current",
+                "integer",
+                0,
+                "Number of actual replicas.",
+                |o, _| json!(int(&o["status"]["replicas"])),
+            ));
+            columns.push(col(
+                "Ready",
+                "integer",
+                0,
+                "Number of ready replicas.",
+                |o, _| json!(int(&o["status"]["readyReplicas"])),
+            ));
+        }
+        "StatefulSet" => columns.push(col(
+            "Ready",
+            "string",
+            0,
+            "Number of the pod with ready state",
+            |o, _| {
+                json!(format!(
+                    "{}/{}",
+                    int(&o["status"]["readyReplicas"]),
+                    int(&o["spec"]["replicas"])
+                ))
+            },
+        )),
+        "DaemonSet" => {
+            columns.push(col(
+                "Desired",
+                "integer",
+                0,
+                "The desired number of nodes that should be running the daemon pod.",
+                |o, _| json!(int(&o["status"]["desiredNumberScheduled"])),
+            ));
+            columns.push(col(
+                "Current",
+                "integer",
+                0,
+                "The number of nodes that are running at least 1 daemon pod.",
+                |o, _| json!(int(&o["status"]["currentNumberScheduled"])),
+            ));
+            columns.push(col(
+                "Ready",
+                "integer",
+                0,
+                "The number of nodes running a ready daemon pod.",
+                |o, _| json!(int(&o["status"]["numberReady"])),
+            ));
+            columns.push(col(
+                "Up-to-date",
+                "integer",
+                0,
+                "The number of nodes running an updated daemon pod.",
+                |o, _| json!(int(&o["status"]["updatedNumberScheduled"])),
+            ));
+            columns.push(col(
+                "Available",
+                "integer",
+                0,
+                "The number of nodes running an available daemon pod.",
+                |o, _| json!(int(&o["status"]["numberAvailable"])),
+            ));
+            columns.push(col(
+                "Node Selector",
+                "string",
+                0,
+                "NodeSelector is a selector which must be true for the pod to fit on a node.",
+                |o, _| {
+                    or_none(
+                        o["spec"]["template"]["spec"]["nodeSelector"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| format!("{k}={}", s(v)))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                },
+            ));
+        }
+        "Service" => {
+            columns.push(col(
+                "Type",
+                "string",
+                0,
+                "The type of the service.",
+                |o, _| json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP")),
+            ));
+            columns.push(col(
+                "Cluster-IP",
+                "string",
+                0,
+                "The IP address of the service.",
+                |o, _| or_none(s(&o["spec"]["clusterIP"]).to_owned()),
+            ));
+            columns.push(col(
+                "External-IP",
+                "string",
+                0,
+                "The external IP address of the service.",
+                service_external,
+            ));
+            columns.push(col(
+                "Port(s)",
+                "string",
+                0,
+                "The ports of the service.",
+                service_ports,
+            ));
+        }
+        "ConfigMap" => columns.push(col(
+            "Data",
+            "integer",
+            0,
+            "Number of entries in data and binaryData.",
+            data_count,
+        )),
+        "Secret" => {
+            columns.push(col(
+                "Type",
+                "string",
+                0,
+                "The type of the secret.",
+                |o, _| json!(o["type"].as_str().unwrap_or("Opaque")),
+            ));
+            columns.push(col(
+                "Data",
+                "integer",
+                0,
+                "Number of entries in data.",
+                data_count,
+            ));
+        }
+        "Node" => {
+            columns.push(col(
+                "Status",
+                "string",
+                0,
+                "The status of the node.",
+                node_status,
+            ));
+            columns.push(col(
+                "Roles",
+                "string",
+                0,
+                "The roles of the node.",
+                node_roles,
+            ));
+        }
+        "Job" => {
+            columns.push(col("Status", "string", 0, "Status of the job.", |o, _| {
+                let done = o["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| {
+                        c["status"] == "True"
+                            && matches!(s(&c["type"]), "Complete" | "Failed" | "Suspended")
+                    });
+                json!(done.map_or("Running", |c| s(&c["type"])))
+            }));
+            columns.push(col(
+                "Completions",
+                "string",
+                0,
+                "The desired number of successfully finished pods the job should be run with.",
+                |o, _| {
+                    json!(format!(
+                        "{}/{}",
+                        int(&o["status"]["succeeded"]),
+                        o["spec"]["completions"].as_i64().unwrap_or(1)
+                    ))
+                },
+            ));
+        }
+        "CronJob" => {
+            columns.push(col(
+                "Schedule",
+                "string",
+                0,
+                "The schedule in Cron format.",
+                |o, _| json!(s(&o["spec"]["schedule"])),
+            ));
+            columns.push(col(
+                "Suspend",
+                "boolean",
+                0,
+                "Whether the cron job is suspended.",
+                |o, _| json!(o["spec"]["suspend"] == true),
+            ));
+            columns.push(col(
+                "Active",
+                "integer",
+                0,
+                "The number of running jobs.",
+                |o, _| json!(o["status"]["active"].as_array().map_or(0, Vec::len)),
+            ));
+        }
+        "PersistentVolumeClaim" => {
+            columns.push(col(
+                "Status",
+                "string",
+                0,
+                "The phase of the claim.",
+                |o, _| json!(s(&o["status"]["phase"])),
+            ));
+            columns.push(col("Volume", "string", 0, "The bound volume.", |o, _| {
+                json!(s(&o["spec"]["volumeName"]))
+            }));
+            columns.push(col(
+                "Capacity",
+                "string",
+                0,
+                "The capacity of the bound volume.",
+                |o, _| json!(s(&o["status"]["capacity"]["storage"])),
+            ));
+            columns.push(col(
+                "StorageClass",
+                "string",
+                0,
+                "The storage class.",
+                |o, _| json!(s(&o["spec"]["storageClassName"])),
+            ));
+        }
+        "HorizontalPodAutoscaler" => {
+            columns.push(col(
+                "Reference",
+                "string",
+                0,
+                "The scale target.",
+                |o, _| {
+                    json!(format!(
+                        "{}/{}",
+                        s(&o["spec"]["scaleTargetRef"]["kind"]),
+                        s(&o["spec"]["scaleTargetRef"]["name"])
+                    ))
+                },
+            ));
+            columns.push(col(
+                "MinPods",
+                "string",
+                0,
+                "Lower limit of replicas.",
+                |o, _| json!(o["spec"]["minReplicas"].as_i64().unwrap_or(1)),
+            ));
+            columns.push(col(
+                "MaxPods",
+                "integer",
+                0,
+                "Upper limit of replicas.",
+                |o, _| json!(int(&o["spec"]["maxReplicas"])),
+            ));
+            columns.push(col(
+                "Replicas",
+                "integer",
+                0,
+                "Current number of replicas.",
+                |o, _| json!(int(&o["status"]["currentReplicas"])),
+            ));
+        }
+        _ => {}
+    }
+    columns.push(AGE);
+    // Wide columns.
+    match kind {
+        "Pod" => {
+            columns.push(col(
+                "IP",
+                "string",
+                1,
+                "The IP address of the pod.",
+                |o, _| or_none(s(&o["status"]["podIP"]).to_owned()),
+            ));
+            columns.push(col(
+                "Node",
+                "string",
+                1,
+                "The node the pod runs on.",
+                |o, _| or_none(s(&o["spec"]["nodeName"]).to_owned()),
+            ));
+            columns.push(col(
+                "Nominated Node",
+                "string",
+                1,
+                "The node the pod is nominated to by preemption.",
+                |o, _| or_none(s(&o["status"]["nominatedNodeName"]).to_owned()),
+            ));
+            columns.push(col(
+                "Readiness Gates",
+                "string",
+                1,
+                "The readiness gates of the pod.",
+                |o, _| {
+                    or_none(
+                        o["spec"]["readinessGates"]
+                            .as_array()
+                            .map_or(String::new(), |g| format!("0/{}", g.len())),
+                    )
+                },
+            ));
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
+            columns.push(col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+                container_names,
+            ));
+            columns.push(col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+                container_images,
+            ));
+            if kind != "StatefulSet" {
+                columns.push(col(
+                    "Selector",
+                    "string",
+                    1,
+                    "Label selector for pods.",
+                    selector,
+                ));
+            }
+        }
+        "ReplicationController" => {
+            columns.push(col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+                container_names,
+            ));
+            columns.push(col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+                container_images,
+            ));
+            columns.push(col(
+                "Selector",
+                "string",
+                1,
+                "Label selector for pods.",
+                map_selector,
+            ));
+        }
+        "Service" => columns.push(col(
+            "Selector",
+            "string",
+            1,
+            "The selector of the service.",
+            map_selector,
+        )),
+        "Node" => {
+            columns.push(col("Version", "string", 0, "Kubelet version.", |o, _| {
+                json!(s(&o["status"]["nodeInfo"]["kubeletVersion"]))
+            }));
+            columns.push(col(
+                "Internal-IP",
+                "string",
+                1,
+                "Internal addresses.",
+                |o, _| node_address("InternalIP")(o),
+            ));
+            columns.push(col(
+                "External-IP",
+                "string",
+                1,
+                "External addresses.",
+                |o, _| node_address("ExternalIP")(o),
+            ));
+            columns.push(col("OS-Image", "string", 1, "The OS image.", |o, _| {
+                json!(s(&o["status"]["nodeInfo"]["osImage"]))
+            }));
+            columns.push(col(
+                "Kernel-Version",
+                "string",
+                1,
+                "The kernel version.",
+                |o, _| json!(s(&o["status"]["nodeInfo"]["kernelVersion"])),
+            ));
+            columns.push(col(
+                "Container-Runtime",
+                "string",
+                1,
+                "The container runtime.",
+                |o, _| json!(s(&o["status"]["nodeInfo"]["containerRuntimeVersion"])),
+            ));
+        }
+        _ => {}
+    }
+    columns
 }
 
 /// The column definitions for `kind`.
 pub fn columns(kind: &str) -> Vec<Value> {
-    let mut columns = vec![column(
-        "Name",
-        "string",
-        "name",
-        "Name must be unique within a namespace.",
-    )];
-    if kind == "Namespace" {
-        columns.push(column(
-            "Status",
-            "string",
-            "",
-            "The status of the namespace",
-        ));
-    }
-    columns.push(column(
-        "Age",
-        "string",
-        "",
-        "CreationTimestamp is a timestamp representing the server time when this object was created.",
-    ));
-    columns
+    kind_columns(kind)
+        .iter()
+        .map(|c| {
+            let format = if c.name == "Name" { "name" } else { "" };
+            json!({"name": c.name, "type": c.kind, "format": format, "description": c.description, "priority": c.priority})
+        })
+        .collect()
 }
 
 /// The cells of one row, matching [`columns`].
 fn cells(kind: &str, object: &Value, now: i64) -> Vec<Value> {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let mut cells = vec![json!(name)];
-    if kind == "Namespace" {
-        cells.push(json!(
-            object["status"]["phase"].as_str().unwrap_or_default()
-        ));
-    }
-    let age = object["metadata"]["creationTimestamp"]
-        .as_str()
-        .and_then(parse_timestamp)
-        .map_or_else(
-            || "<unknown>".to_owned(),
-            |created| human_duration(now - created),
-        );
-    cells.push(json!(age));
-    cells
+    kind_columns(kind)
+        .iter()
+        .map(|c| (c.cell)(object, now))
+        .collect()
 }
 
 /// One row for `object`.
@@ -139,7 +873,116 @@ mod tests {
         let cm = json!({"metadata": {"name": "c"}});
         assert_eq!(
             super::row("ConfigMap", &cm, IncludeObject::None, now)["cells"],
-            json!(["c", "<unknown>"])
+            json!(["c", 0, "<unknown>"])
+        );
+    }
+
+    fn cells_of(kind: &str, object: Value) -> Vec<Value> {
+        let now = parse_timestamp("2024-01-01T01:00:00Z").unwrap_or(0);
+        row(kind, &object, IncludeObject::None, now)["cells"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pods_show_readiness_status_and_restarts() {
+        let pod = json!({"metadata": {"name": "web", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 1, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(
+            cells_of("Pod", pod),
+            vec![
+                json!("web"),
+                json!("1/2"),
+                json!("CrashLoopBackOff"),
+                json!(3),
+                json!("60m"),
+                json!("10.0.0.5"),
+                json!("n1"),
+                json!("<none>"),
+                json!("<none>")
+            ]
+        );
+        let pending = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
+        assert_eq!(cells_of("Pod", pending)[2], "Pending");
+        let init = json!({"metadata": {"name": "p"}, "spec": {"initContainers": [{"name": "i"}, {"name": "j"}], "containers": [{"name": "a"}]},
+            "status": {"phase": "Pending", "initContainerStatuses": [{"state": {"terminated": {"exitCode": 0}}}, {"state": {"running": {}}}]}});
+        assert_eq!(cells_of("Pod", init)[2], "Init:1/2");
+        let deleting = json!({"metadata": {"name": "p", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Running"}});
+        assert_eq!(cells_of("Pod", deleting)[2], "Terminating");
+    }
+
+    #[test]
+    fn workload_and_service_columns() {
+        let deploy = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"spec": {"containers": [{"name": "app", "image": "nginx:1"}, {"name": "log", "image": "busybox"}]}}},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        assert_eq!(
+            cells_of("Deployment", deploy),
+            vec![
+                json!("web"),
+                json!("2/3"),
+                json!(3),
+                json!(2),
+                json!("<unknown>"),
+                json!("app,log"),
+                json!("nginx:1,busybox"),
+                json!("app=web")
+            ]
+        );
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "selector": {"app": "web"},
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}});
+        assert_eq!(
+            cells_of("Service", svc),
+            vec![
+                json!("s"),
+                json!("NodePort"),
+                json!("10.96.0.10"),
+                json!("<none>"),
+                json!("80:30080/TCP,53/UDP"),
+                json!("<unknown>"),
+                json!("app=web")
+            ]
+        );
+        let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer"}});
+        assert_eq!(cells_of("Service", lb)[3], "<pending>");
+        let node = json!({"metadata": {"name": "n", "labels": {"node-role.kubernetes.io/control-plane": ""}}, "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.37.0"}}});
+        let cells = cells_of("Node", node);
+        assert_eq!(
+            &cells[..5],
+            &[
+                json!("n"),
+                json!("Ready,SchedulingDisabled"),
+                json!("control-plane"),
+                json!("<unknown>"),
+                json!("v1.37.0")
+            ]
+        );
+    }
+
+    #[test]
+    fn wide_columns_have_priority_one() {
+        let pod = columns("Pod");
+        let names: Vec<&str> = pod
+            .iter()
+            .filter(|c| c["priority"] == 0)
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age"]);
+        assert!(
+            pod.iter()
+                .any(|c| c["name"] == "Node" && c["priority"] == 1)
+        );
+        let cm = columns("ConfigMap");
+        assert_eq!(
+            cm.iter()
+                .filter_map(|c| c["name"].as_str())
+                .collect::<Vec<_>>(),
+            ["Name", "Data", "Age"]
         );
     }
 }

@@ -223,6 +223,62 @@ impl Client {
     }
 }
 
+/// One kept-alive HTTP/1.1 connection, for many requests in a row (benchmarks).
+pub struct Connection {
+    reader: BufReader<Tls>,
+    host: String,
+    auth: ClientAuth,
+}
+
+impl Client {
+    /// Opens a connection that stays open across requests.
+    pub async fn connection(&self) -> std::io::Result<Connection> {
+        let (tls, host) = self.connect().await?;
+        Ok(Connection {
+            reader: BufReader::new(tls),
+            host,
+            auth: self.auth.clone(),
+        })
+    }
+}
+
+impl Connection {
+    /// Sends one request and reads its whole response; the connection stays open.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&str>,
+    ) -> std::io::Result<HttpResponse> {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let ClientAuth::Token(token) = &self.auth {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if let Some(content_type) = content_type {
+            request.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.reader.get_mut().write_all(request.as_bytes()).await?;
+        let (code, content_type, chunked, length) = read_head(&mut self.reader).await?;
+        let mut bytes = Vec::new();
+        if chunked {
+            while let Some(chunk) = read_chunk(&mut self.reader).await? {
+                bytes.extend(chunk);
+            }
+        } else {
+            bytes.resize(length.unwrap_or(0), 0);
+            self.reader.read_exact(&mut bytes).await?;
+        }
+        Ok(HttpResponse {
+            code,
+            content_type,
+            body: String::from_utf8(bytes).map_err(invalid)?,
+        })
+    }
+}
+
 /// The events of a watch, one JSON object each.
 pub struct WatchEvents {
     reader: BufReader<Tls>,
@@ -286,7 +342,14 @@ async fn read_chunk(reader: &mut BufReader<Tls>) -> std::io::Result<Option<Vec<u
     let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or_default(), 16)
         .map_err(invalid)?;
     if size == 0 {
-        return Ok(None);
+        // Trailers (none are sent) end with an empty line; consume it so the connection
+        // can carry the next response.
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+                return Ok(None);
+            }
+        }
     }
     let mut chunk = vec![0; size + 2];
     reader.read_exact(&mut chunk).await?;
