@@ -306,6 +306,8 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ready))
         .route("/readyz", get(ready))
         .route("/version", get(version))
+        // The Python client asks for `/version/`.
+        .route("/version/", get(version))
         .route("/metrics", get(metrics_text))
         .route("/api", get(core_discovery))
         .route("/api/v1", get(core_resources))
@@ -327,7 +329,7 @@ fn routes(state: Arc<AppState>) -> Router {
 /// The metrics label of a request that is not for a resource.
 fn endpoint_label(path: &str) -> &str {
     match path {
-        "/version" | "/livez" | "/readyz" | "/healthz" | "/metrics" => path,
+        "/version" | "/version/" | "/livez" | "/readyz" | "/healthz" | "/metrics" => path,
         _ if path == "/api"
             || path == "/apis"
             || path.starts_with("/api/")

@@ -576,3 +576,27 @@ fn the_seed_documents_manifests_apply() -> Result<()> {
     ensure!(wait_exit(server)?.status.success());
     Ok(())
 }
+
+#[test]
+fn the_python_client_works() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut server = start_server(dir.path(), port)?;
+    wait_ready(&mut server, dir.path(), port)?;
+    // The Python that dev/setup installed the `kubernetes` package for, beside kubectl.
+    let python = kubectl()?.with_file_name("python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/smoke.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(dir.path().join("admin.kubeconfig"))
+        .output()?;
+    ensure!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sigterm(&server)?;
+    ensure!(wait_exit(server)?.status.success());
+    Ok(())
+}
