@@ -12,12 +12,14 @@
 //! * `table.rs` — `Table` responses for `kubectl get` (NAME, AGE, and per-kind columns);
 //! * `strategic.rs` — strategic merge patch with the upstream merge keys and directives;
 //! * `openapi.rs` — OpenAPI v3 documents from the k8s-openapi schemas, and the unknown-field
-//!   check behind `fieldValidation`.
+//!   check behind `fieldValidation`;
+//! * `protobuf.rs` — Kubernetes protobuf request bodies (kubectl's imperative `create`) to JSON.
 
 pub mod discovery;
 pub mod fields;
 pub mod meta;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

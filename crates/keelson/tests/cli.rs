@@ -316,6 +316,61 @@ fn kubectl_manages_objects() -> Result<()> {
         "{created}"
     );
 
+    // kubectl's imperative create commands send protobuf bodies.
+    kubectl_run(&["create", "namespace", "imperative"])?;
+    kubectl_run(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "imperative",
+        "--from-literal=password=s3cr3t!",
+        "--from-literal=user=admin",
+    ])?;
+    let password = kubectl_run(&[
+        "get",
+        "secret",
+        "creds",
+        "-n",
+        "imperative",
+        "-o",
+        "jsonpath={.data.password}",
+    ])?;
+    ensure!(
+        password == "czNjcjN0IQ==",
+        "the value round-trips as base64: {password}"
+    );
+    let properties = dir.path().join("game.properties");
+    std::fs::write(&properties, "color=blue\n")?;
+    kubectl_run(&[
+        "create",
+        "configmap",
+        "game",
+        "-n",
+        "imperative",
+        "--from-file",
+        properties.to_str().context("path")?,
+    ])?;
+    let data = kubectl_run(&[
+        "get",
+        "cm",
+        "game",
+        "-n",
+        "imperative",
+        "-o",
+        "jsonpath={.data.game\\.properties}",
+    ])?;
+    ensure!(data == "color=blue\n", "{data:?}");
+    kubectl_run(&["create", "serviceaccount", "builder", "-n", "imperative"])?;
+    let secrets = kubectl_run(&["get", "secrets", "-n", "imperative"])?;
+    ensure!(
+        secrets.lines().nth(1).is_some_and(
+            |l| l.split_whitespace().collect::<Vec<_>>()[..3] == ["creds", "Opaque", "2"]
+        ),
+        "{secrets}"
+    );
+
     let table = kubectl_run(&["get", "ns"])?;
     ensure!(
         table

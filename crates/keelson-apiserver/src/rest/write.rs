@@ -28,12 +28,13 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>,
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or_default().trim();
-    if !matches!(media, "application/json" | "" | "*/*") {
+    let protobuf = media == keelson_api::protobuf::CONTENT_TYPE;
+    if !protobuf && !matches!(media, "application/json" | "" | "*/*") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {media})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (got {media})"
             ),
         ));
     }
@@ -51,6 +52,18 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>,
         })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
+    }
+    if protobuf {
+        use keelson_api::protobuf::{ProtobufError, decode};
+        return match decode(&bytes) {
+            Ok(object) => Ok(Some(object)),
+            Err(error @ ProtobufError::Malformed(_)) => Err(bad_request(error.to_string())),
+            Err(error @ ProtobufError::Unsupported(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                error.to_string(),
+            )),
+        };
     }
     serde_json::from_slice(&bytes)
         .map(Some)
