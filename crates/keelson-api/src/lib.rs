@@ -7,6 +7,7 @@
 //!   `APIGroupList`, `APIGroup`, `APIResourceList`) and aggregated
 //!   (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`);
 //! * `selector.rs` — label selectors: the full string grammar, parsed and matched;
+//! * `defaults.rs` — the values Kubernetes fills in for fields left out;
 //! * `fields.rs` — field selectors over the fields each kind allows;
 //! * `meta.rs` — metadata rules: name validation, timestamps, Kubernetes' human ages;
 //! * `table.rs` — `Table` responses for `kubectl get` (NAME, AGE, and per-kind columns);
@@ -15,6 +16,7 @@
 //!   check behind `fieldValidation`;
 //! * `protobuf.rs` — Kubernetes protobuf request bodies (kubectl's imperative `create`) to JSON.
 
+pub mod defaults;
 pub mod discovery;
 pub mod fields;
 pub mod meta;

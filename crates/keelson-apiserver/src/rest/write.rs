@@ -291,6 +291,7 @@ pub async fn create(
         }
         object["metadata"]["name"] = json!(name);
         apply_defaults(resource, &name, &mut object);
+        keelson_api::defaults::apply(resource.kind, &mut object);
         if query.dry_run() {
             return Ok(with_warnings(
                 object_response(StatusCode::CREATED, &object),
@@ -490,6 +491,7 @@ async fn guaranteed_update(
         let old = decode(&current)?;
         let (new_view, precondition) = desired(&part.view(&old))?;
         let mut new = part.fold(resource, &old, new_view)?;
+        keelson_api::defaults::apply(resource.kind, &mut new);
         check_type(resource, &mut new)?;
         check_namespace(target, &mut new)?;
         let warnings = check_fields(rest, resource, query, &new)?;
