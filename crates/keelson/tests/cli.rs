@@ -3,7 +3,7 @@
 //! with the real kubectl, SIGTERM, restart, bad data).
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,74 @@ fn wait_ready(child: &mut Child, data_dir: &Path, port: u16) -> Result<()> {
         }
         ensure!(Instant::now() < deadline, "server not ready within 30 s");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `keelson server` on a free port over `data_dir`, ready to serve.
+fn running_server(data_dir: &Path) -> Result<(Child, u16)> {
+    let port = free_port()?;
+    let mut server = start_server(data_dir, port)?;
+    wait_ready(&mut server, data_dir, port)?;
+    Ok((server, port))
+}
+
+/// Stops a server with SIGTERM; it must exit cleanly.
+fn stop(server: Child) -> Result<()> {
+    sigterm(&server)?;
+    let out = wait_exit(server)?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// kubectl with a kubeconfig and a private discovery cache.
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    fn new(kubeconfig: &Path, cache: &Path) -> Self {
+        Kubectl {
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache: cache.to_path_buf(),
+        }
+    }
+
+    /// The admin of the server running over `data_dir`.
+    fn admin(data_dir: &Path) -> Self {
+        Kubectl::new(
+            &data_dir.join("admin.kubeconfig"),
+            &data_dir.join("kube-cache"),
+        )
+    }
+
+    fn command(&self) -> Result<Command> {
+        let mut command = Command::new(kubectl()?);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache);
+        Ok(command)
+    }
+
+    fn output(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.command()?.args(args).output()?)
+    }
+
+    /// Runs kubectl, which must succeed; returns its stdout.
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(args)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
     }
 }
 
@@ -117,9 +185,7 @@ fn help_lists_the_commands() -> Result<()> {
 #[test]
 fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, dir.path(), port)?;
+    let (server, port) = running_server(dir.path())?;
     ensure!(get(dir.path(), port, "/livez", false)?.0 == 200);
     ensure!(
         get(dir.path(), port, "/metrics", false)?.0 == 401,
@@ -155,9 +221,7 @@ fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
     // The same data dir starts again.
     let mut server = start_server(dir.path(), port)?;
     wait_ready(&mut server, dir.path(), port)?;
-    sigterm(&server)?;
-    ensure!(wait_exit(server)?.status.success());
-    Ok(())
+    stop(server)
 }
 
 #[test]
@@ -193,20 +257,10 @@ fn server_rejects_an_unknown_datastore() -> Result<()> {
 #[test]
 fn kubectl_uses_the_admin_kubeconfig() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, dir.path(), port)?;
+    let (server, _) = running_server(dir.path())?;
     let kubeconfig = dir.path().join("admin.kubeconfig");
     let cache = dir.path().join("kube-cache");
-    let run = |args: &[&str], kubeconfig: &Path| -> Result<Output> {
-        Ok(Command::new(kubectl()?)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(args)
-            .output()?)
-    };
+    let run = |args: &[&str], kubeconfig: &Path| Kubectl::new(kubeconfig, &cache).output(args);
     let out = run(&["version", "-o", "json"], &kubeconfig)?;
     ensure!(
         out.status.success(),
@@ -276,34 +330,15 @@ fn kubectl_uses_the_admin_kubeconfig() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(stderr.contains("Unauthorized"), "{stderr}");
 
-    sigterm(&server)?;
-    ensure!(wait_exit(server)?.status.success());
-    Ok(())
+    stop(server)
 }
 
 #[test]
 fn kubectl_manages_objects() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, dir.path(), port)?;
-    let kubeconfig = dir.path().join("admin.kubeconfig");
-    let cache = dir.path().join("kube-cache");
-    let kubectl_run = |args: &[&str]| -> Result<String> {
-        let out = Command::new(kubectl()?)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    };
+    let (server, _) = running_server(dir.path())?;
+    let kube = Kubectl::admin(dir.path());
+    let kubectl_run = |args: &[&str]| kube.run(args);
     let manifest = dir.path().join("objects.yaml");
     std::fs::write(
         &manifest,
@@ -494,10 +529,9 @@ fn kubectl_manages_objects() -> Result<()> {
         "jsonpath={.spec.replicas} {.metadata.labels.team} {.metadata.annotations.note} {.spec.template.spec.containers[*].image} {.metadata.labels.merged} {.metadata.labels.json}",
     ])?;
     ensure!(shown == "4 blue hi nginx:1.27 busybox:2 yes yes", "{shown}");
-    let edit = Command::new(kubectl()?)
+    let edit = kube
+        .command()?
         .env("KUBE_EDITOR", "sed -i s/replicas:\\ 4/replicas:\\ 6/")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
         .args(["edit", "deploy", "web", "-n", "shop"])
         .output()?;
     ensure!(
@@ -522,11 +556,7 @@ fn kubectl_manages_objects() -> Result<()> {
         &deployment,
         manifest(4).replace("image: busybox}", "image: busybox, imagePullPolcy: Always}"),
     )?;
-    let typo = Command::new(kubectl()?)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "-f", &path])
-        .output()?;
+    let typo = kube.output(&["apply", "-f", &path])?;
     ensure!(!typo.status.success());
     let stderr = String::from_utf8_lossy(&typo.stderr);
     ensure!(
@@ -550,11 +580,7 @@ fn kubectl_manages_objects() -> Result<()> {
         "--timeout=20s",
     ])?;
     ensure!(deleted.contains("deleted"), "{deleted}");
-    let missing = Command::new(kubectl()?)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["get", "cm", "settings", "-n", "shop"])
-        .output()?;
+    let missing = kube.output(&["get", "cm", "settings", "-n", "shop"])?;
     ensure!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     ensure!(
@@ -564,28 +590,16 @@ fn kubectl_manages_objects() -> Result<()> {
     kubectl_run(&["delete", "ns", "shop", "--timeout=20s"])?;
     ensure!(!kubectl_run(&["get", "cm", "-A", "-o", "name"])?.contains("configmap/other"));
 
-    sigterm(&server)?;
-    ensure!(wait_exit(server)?.status.success());
-    Ok(())
+    stop(server)
 }
 
 #[test]
 fn the_seed_documents_manifests_apply() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, dir.path(), port)?;
-    let kubeconfig = dir.path().join("admin.kubeconfig");
-    let cache = dir.path().join("kube-cache");
+    let (server, _) = running_server(dir.path())?;
+    let kube = Kubectl::admin(dir.path());
     let apply = |path: &Path| -> Result<String> {
-        let out = Command::new(kubectl()?)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(["apply", "-f"])
-            .arg(path)
-            .output()?;
+        let out = kube.command()?.args(["apply", "-f"]).arg(path).output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(out.status.success(), "{}: {stderr}", path.display());
         ensure!(!stderr.contains("Warning"), "{}: {stderr}", path.display());
@@ -627,17 +641,13 @@ fn the_seed_documents_manifests_apply() -> Result<()> {
     )?;
     let out = apply(&edited)?;
     ensure!(out.contains(" configured"), "{out}");
-    sigterm(&server)?;
-    ensure!(wait_exit(server)?.status.success());
-    Ok(())
+    stop(server)
 }
 
 #[test]
 fn the_python_client_works() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, dir.path(), port)?;
+    let (server, _) = running_server(dir.path())?;
     // The Python that dev/setup installed the `kubernetes` package for, beside kubectl.
     let python = kubectl()?.with_file_name("python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/smoke.py");
@@ -651,7 +661,5 @@ fn the_python_client_works() -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    sigterm(&server)?;
-    ensure!(wait_exit(server)?.status.success());
-    Ok(())
+    stop(server)
 }
