@@ -47,9 +47,56 @@ fn malformed(error: prost::DecodeError) -> ProtobufError {
     ProtobufError::Malformed(error.to_string())
 }
 
-/// Fails unless everything was taken out of `rest`.
-fn done<T: Default + PartialEq + Debug>(rest: T, what: &str) -> Result<()> {
-    if rest == T::default() {
+/// Reads one varint off the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Whether an encoded message carries nothing but zero values: `0`, `false`, empty
+/// strings, and (recursively) messages of zeros. Go writes those for every non-pointer
+/// field, so what a converter did not take may hold them, and nothing else.
+fn only_zeros(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        let Some(key) = varint(&mut bytes) else {
+            return false;
+        };
+        let ok = match key & 7 {
+            0 => varint(&mut bytes) == Some(0),
+            1 | 5 => {
+                let width = if key & 7 == 1 { 8 } else { 4 };
+                let zero = bytes.len() >= width && bytes[..width].iter().all(|b| *b == 0);
+                bytes = bytes.get(width..).unwrap_or_default();
+                zero
+            }
+            2 => match varint(&mut bytes).and_then(|len| usize::try_from(len).ok()) {
+                Some(len) if len <= bytes.len() => {
+                    let (inner, rest) = bytes.split_at(len);
+                    bytes = rest;
+                    inner.is_empty() || only_zeros(inner)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Fails unless what is left of a message after conversion is only zero values.
+fn done<T: Message + Debug>(rest: T, what: &str) -> Result<()> {
+    if only_zeros(&rest.encode_to_vec()) {
         Ok(())
     } else {
         Err(ProtobufError::Unsupported(format!(
@@ -200,6 +247,247 @@ fn service_account(mut a: core::ServiceAccount) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
+fn put_int<T: Into<i64>>(out: &mut Map<String, Value>, key: &str, value: Option<T>) {
+    if let Some(value) = value {
+        out.insert(key.to_owned(), json!(value.into()));
+    }
+}
+
+fn put_list(out: &mut Map<String, Value>, key: &str, value: Vec<String>) {
+    if !value.is_empty() {
+        out.insert(key.to_owned(), json!(value));
+    }
+}
+
+fn put_true(out: &mut Map<String, Value>, key: &str, value: Option<bool>) {
+    if value == Some(true) {
+        out.insert(key.to_owned(), json!(true));
+    }
+}
+
+fn int_or_string(v: k8s_pb::apimachinery::pkg::util::intstr::IntOrString) -> Value {
+    match v.r#type {
+        Some(1) => json!(v.str_val.unwrap_or_default()),
+        _ => json!(v.int_val.unwrap_or(0)),
+    }
+}
+
+fn label_selector(mut s: meta::LabelSelector) -> Result<Value> {
+    let mut out = Map::new();
+    put_map(&mut out, "matchLabels", std::mem::take(&mut s.match_labels));
+    let expressions: Vec<Value> = std::mem::take(&mut s.match_expressions)
+        .into_iter()
+        .map(|mut e| {
+            let mut expression = Map::new();
+            put_str(&mut expression, "key", e.key.take());
+            put_str(&mut expression, "operator", e.operator.take());
+            put_list(&mut expression, "values", std::mem::take(&mut e.values));
+            done(e, "LabelSelectorRequirement").map(|()| Value::Object(expression))
+        })
+        .collect::<Result<_>>()?;
+    if !expressions.is_empty() {
+        out.insert("matchExpressions".into(), Value::Array(expressions));
+    }
+    done(s, "LabelSelector")?;
+    Ok(Value::Object(out))
+}
+
+fn quantities(map: BTreeMap<String, k8s_pb::apimachinery::pkg::api::resource::Quantity>) -> Value {
+    Value::Object(
+        map.into_iter()
+            .map(|(k, q)| (k, json!(q.string.unwrap_or_default())))
+            .collect(),
+    )
+}
+
+fn container(mut c: core::Container) -> Result<Value> {
+    let mut out = Map::new();
+    put_str(&mut out, "name", c.name.take());
+    put_str(&mut out, "image", c.image.take());
+    put_list(&mut out, "command", std::mem::take(&mut c.command));
+    put_list(&mut out, "args", std::mem::take(&mut c.args));
+    put_str(&mut out, "workingDir", c.working_dir.take());
+    let ports: Vec<Value> = std::mem::take(&mut c.ports)
+        .into_iter()
+        .map(|mut p| {
+            let mut port = Map::new();
+            put_str(&mut port, "name", p.name.take());
+            put_int(&mut port, "containerPort", p.container_port.take());
+            put_int(
+                &mut port,
+                "hostPort",
+                p.host_port.take().filter(|h| *h != 0),
+            );
+            put_str(&mut port, "protocol", p.protocol.take());
+            put_str(&mut port, "hostIP", p.host_ip.take());
+            done(p, "ContainerPort").map(|()| Value::Object(port))
+        })
+        .collect::<Result<_>>()?;
+    if !ports.is_empty() {
+        out.insert("ports".into(), Value::Array(ports));
+    }
+    let env: Vec<Value> = std::mem::take(&mut c.env)
+        .into_iter()
+        .map(|mut e| {
+            let mut var = Map::new();
+            put_str(&mut var, "name", e.name.take());
+            if let Some(value) = e.value.take() {
+                var.insert("value".into(), json!(value));
+            }
+            done(e, "EnvVar").map(|()| Value::Object(var))
+        })
+        .collect::<Result<_>>()?;
+    if !env.is_empty() {
+        out.insert("env".into(), Value::Array(env));
+    }
+    if let Some(mut r) = c.resources.take() {
+        let mut resources = Map::new();
+        if !r.limits.is_empty() {
+            resources.insert("limits".into(), quantities(std::mem::take(&mut r.limits)));
+        }
+        if !r.requests.is_empty() {
+            resources.insert(
+                "requests".into(),
+                quantities(std::mem::take(&mut r.requests)),
+            );
+        }
+        done(r, "ResourceRequirements")?;
+        out.insert("resources".into(), Value::Object(resources));
+    }
+    put_str(&mut out, "imagePullPolicy", c.image_pull_policy.take());
+    put_str(
+        &mut out,
+        "terminationMessagePath",
+        c.termination_message_path.take(),
+    );
+    put_str(
+        &mut out,
+        "terminationMessagePolicy",
+        c.termination_message_policy.take(),
+    );
+    put_true(&mut out, "stdin", c.stdin.take());
+    put_true(&mut out, "stdinOnce", c.stdin_once.take());
+    put_true(&mut out, "tty", c.tty.take());
+    done(c, "Container")?;
+    Ok(Value::Object(out))
+}
+
+fn pod_spec(mut p: core::PodSpec) -> Result<Value> {
+    let mut out = Map::new();
+    let containers: Vec<Value> = std::mem::take(&mut p.containers)
+        .into_iter()
+        .map(container)
+        .collect::<Result<_>>()?;
+    out.insert("containers".into(), Value::Array(containers));
+    let init: Vec<Value> = std::mem::take(&mut p.init_containers)
+        .into_iter()
+        .map(container)
+        .collect::<Result<_>>()?;
+    if !init.is_empty() {
+        out.insert("initContainers".into(), Value::Array(init));
+    }
+    put_str(&mut out, "restartPolicy", p.restart_policy.take());
+    put_int(
+        &mut out,
+        "terminationGracePeriodSeconds",
+        p.termination_grace_period_seconds.take(),
+    );
+    put_int(
+        &mut out,
+        "activeDeadlineSeconds",
+        p.active_deadline_seconds.take(),
+    );
+    put_str(&mut out, "dnsPolicy", p.dns_policy.take());
+    put_map(
+        &mut out,
+        "nodeSelector",
+        std::mem::take(&mut p.node_selector),
+    );
+    put_str(
+        &mut out,
+        "serviceAccountName",
+        p.service_account_name.take(),
+    );
+    put_str(&mut out, "serviceAccount", p.service_account.take());
+    put_str(&mut out, "nodeName", p.node_name.take());
+    put_true(&mut out, "hostNetwork", p.host_network.take());
+    put_str(&mut out, "hostname", p.hostname.take());
+    put_str(&mut out, "subdomain", p.subdomain.take());
+    put_str(&mut out, "schedulerName", p.scheduler_name.take());
+    put_str(&mut out, "priorityClassName", p.priority_class_name.take());
+    // An empty security context is what Go writes for none.
+    if p.security_context
+        .as_ref()
+        .is_some_and(|c| only_zeros(&c.encode_to_vec()))
+    {
+        p.security_context = None;
+    }
+    done(p, "PodSpec")?;
+    Ok(Value::Object(out))
+}
+
+fn pod_template(mut t: core::PodTemplateSpec) -> Result<Value> {
+    let mut out = json!({"metadata": metadata(t.metadata.take())?});
+    out["spec"] = pod_spec(t.spec.take().unwrap_or_default())?;
+    done(t, "PodTemplateSpec")?;
+    Ok(out)
+}
+
+fn deployment(mut d: k8s_pb::api::apps::v1::Deployment) -> Result<Value> {
+    let mut out = json!({"metadata": metadata(d.metadata.take())?});
+    if let Some(mut spec) = d.spec.take() {
+        let mut s = Map::new();
+        put_int(&mut s, "replicas", spec.replicas.take());
+        if let Some(selector) = spec.selector.take() {
+            s.insert("selector".into(), label_selector(selector)?);
+        }
+        if let Some(template) = spec.template.take() {
+            s.insert("template".into(), pod_template(template)?);
+        }
+        if let Some(mut strategy) = spec.strategy.take() {
+            let mut st = Map::new();
+            put_str(&mut st, "type", strategy.r#type.take());
+            if let Some(mut rolling) = strategy.rolling_update.take() {
+                let mut ru = Map::new();
+                if let Some(v) = rolling.max_surge.take() {
+                    ru.insert("maxSurge".into(), int_or_string(v));
+                }
+                if let Some(v) = rolling.max_unavailable.take() {
+                    ru.insert("maxUnavailable".into(), int_or_string(v));
+                }
+                done(rolling, "RollingUpdateDeployment")?;
+                st.insert("rollingUpdate".into(), Value::Object(ru));
+            }
+            done(strategy, "DeploymentStrategy")?;
+            if !st.is_empty() {
+                s.insert("strategy".into(), Value::Object(st));
+            }
+        }
+        put_int(
+            &mut s,
+            "minReadySeconds",
+            spec.min_ready_seconds.take().filter(|v| *v != 0),
+        );
+        put_int(
+            &mut s,
+            "revisionHistoryLimit",
+            spec.revision_history_limit.take(),
+        );
+        put_true(&mut s, "paused", spec.paused.take());
+        put_int(
+            &mut s,
+            "progressDeadlineSeconds",
+            spec.progress_deadline_seconds.take(),
+        );
+        done(spec, "DeploymentSpec")?;
+        out["spec"] = Value::Object(s);
+    }
+    // The status is the server's to set.
+    d.status = None;
+    done(d, "Deployment")?;
+    Ok(out)
+}
+
 /// Decodes a protobuf request body into the object's JSON form.
 pub fn decode(body: &[u8]) -> Result<Value> {
     let rest = body.strip_prefix(MAGIC).ok_or_else(|| {
@@ -227,6 +515,9 @@ pub fn decode(body: &[u8]) -> Result<Value> {
             config_map(core::ConfigMap::decode(raw.as_slice()).map_err(malformed)?)?
         }
         ("v1", "Secret") => secret(core::Secret::decode(raw.as_slice()).map_err(malformed)?)?,
+        ("apps/v1", "Deployment") => deployment(
+            k8s_pb::api::apps::v1::Deployment::decode(raw.as_slice()).map_err(malformed)?,
+        )?,
         ("v1", "ServiceAccount") => {
             service_account(core::ServiceAccount::decode(raw.as_slice()).map_err(malformed)?)?
         }
@@ -307,6 +598,101 @@ mod tests {
         assert_eq!(
             decode(&envelope("v1", "ConfigMap", cm.encode_to_vec())).expect("cm")["data"],
             json!({"k": "v"})
+        );
+    }
+
+    #[test]
+    fn deployments_as_kubectl_create_deployment_sends_them() {
+        use k8s_pb::api::apps::v1 as apps;
+        let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+        let deploy = apps::Deployment {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("web".into()),
+                labels: labels.clone(),
+                ..Default::default()
+            }),
+            spec: Some(apps::DeploymentSpec {
+                replicas: Some(2),
+                selector: Some(meta::LabelSelector {
+                    match_labels: labels.clone(),
+                    ..Default::default()
+                }),
+                template: Some(core::PodTemplateSpec {
+                    metadata: Some(meta::ObjectMeta {
+                        labels,
+                        ..Default::default()
+                    }),
+                    spec: Some(core::PodSpec {
+                        containers: vec![core::Container {
+                            name: Some("nginx".into()),
+                            image: Some("nginx".into()),
+                            ports: vec![core::ContainerPort {
+                                container_port: Some(80),
+                                host_port: Some(0),
+                                ..Default::default()
+                            }],
+                            resources: Some(Default::default()),
+                            stdin: Some(false),
+                            ..Default::default()
+                        }],
+                        // Zero values Go writes for fields nobody set.
+                        restart_policy: Some(String::new()),
+                        host_network: Some(false),
+                        security_context: Some(Default::default()),
+                        ..Default::default()
+                    }),
+                }),
+                strategy: Some(Default::default()),
+                min_ready_seconds: Some(0),
+                ..Default::default()
+            }),
+            status: Some(Default::default()),
+        };
+        let object =
+            decode(&envelope("apps/v1", "Deployment", deploy.encode_to_vec())).expect("decodes");
+        assert_eq!(
+            object,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}], "resources": {}}]}}}})
+        );
+    }
+
+    #[test]
+    fn meaningful_leftovers_are_refused() {
+        use k8s_pb::api::apps::v1 as apps;
+        // A probe is not read from protobuf yet: it must not vanish.
+        let deploy = apps::Deployment {
+            metadata: meta_named("p"),
+            spec: Some(apps::DeploymentSpec {
+                template: Some(core::PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(core::PodSpec {
+                        containers: vec![core::Container {
+                            name: Some("c".into()),
+                            liveness_probe: Some(core::Probe {
+                                period_seconds: Some(5),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        assert!(matches!(
+            decode(&envelope("apps/v1", "Deployment", deploy.encode_to_vec())),
+            Err(ProtobufError::Unsupported(_))
+        ));
+        assert!(
+            only_zeros(&[0x08, 0x00, 0x12, 0x00])
+                && !only_zeros(&[0x08, 0x01])
+                && !only_zeros(&[0x12, 0x01, 0x41])
         );
     }
 

@@ -398,6 +398,39 @@ fn kubectl_manages_objects() -> Result<()> {
     ])?;
     ensure!(data == "color=blue\n", "{data:?}");
     kubectl_run(&["create", "serviceaccount", "builder", "-n", "imperative"])?;
+    kubectl_run(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "imperative",
+        "--image=nginx:1.27",
+        "--port=80",
+        "--replicas=3",
+    ])?;
+    let created = kubectl_run(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "imperative",
+        "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.strategy.type}",
+    ])?;
+    ensure!(created == "3 nginx:1.27 80 RollingUpdate", "{created}");
+    let job = kube.output(&[
+        "create",
+        "job",
+        "once",
+        "-n",
+        "imperative",
+        "--image=busybox",
+    ])?;
+    ensure!(
+        !job.status.success()
+            && String::from_utf8_lossy(&job.stderr).contains("send the object as JSON"),
+        "kinds not read from protobuf yet are refused clearly"
+    );
     let secrets = kubectl_run(&["get", "secrets", "-n", "imperative"])?;
     ensure!(
         secrets.lines().nth(1).is_some_and(
