@@ -122,12 +122,7 @@ pub async fn handle(
     };
     let named = target.name.is_some();
     if part != part::Part::Main && !matches!(method, Method::GET | Method::PUT | Method::PATCH) {
-        return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource ({method})"),
-        )
-        .into_response();
+        return object::method_not_allowed(&method).into_response();
     }
     let (verb, result) = match (&method, named) {
         (&Method::GET, true) => ("get", read::get(rest, &target, part).await),
@@ -153,16 +148,7 @@ pub async fn handle(
             "deletecollection",
             write::delete_collection(rest, &target, &query, body).await,
         ),
-        _ => (
-            "unsupported",
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!(
-                    "the server does not allow this method on the requested resource ({method})"
-                ),
-            )),
-        ),
+        _ => ("unsupported", Err(object::method_not_allowed(&method))),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RequestLabels {

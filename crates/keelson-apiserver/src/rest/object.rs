@@ -110,6 +110,31 @@ pub fn invalid(resource: &Resource, name: &str, field: &str, problem: &str) -> A
     error
 }
 
+/// 405: `detail` says which method (and why, when it is not obvious).
+pub fn method_not_allowed(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource ({detail})"),
+    )
+}
+
+/// 415 with a message of its own.
+pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        message,
+    )
+}
+
+/// 415 for a body in a media type the request does not take.
+pub fn unknown_format(accepted: &str, got: &str) -> ApiError {
+    unsupported_media_type(format!(
+        "the body of the request was in an unknown format - accepted media types include: {accepted} (got {got})"
+    ))
+}
+
 pub fn expired(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::GONE, "Expired", message)
 }

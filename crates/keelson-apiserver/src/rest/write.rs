@@ -9,8 +9,9 @@ use keelson_store::StoreError;
 use serde_json::{Value, json};
 
 use super::object::{
-    self, already_exists, bad_request, conflict, decode, encode, invalid, metadata_mut, new_uid,
-    not_found, now, set_resource_version, str_field,
+    self, already_exists, bad_request, conflict, decode, encode, invalid, metadata_mut,
+    method_not_allowed, new_uid, not_found, now, set_resource_version, str_field, unknown_format,
+    unsupported_media_type,
 };
 use super::part::{Part, has_subresource};
 use super::read::{Selectors, collect};
@@ -30,12 +31,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>,
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let protobuf = media == keelson_api::protobuf::CONTENT_TYPE;
     if !protobuf && !matches!(media, "application/json" | "" | "*/*") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (got {media})"
-            ),
+        return Err(unknown_format(
+            "application/json, application/vnd.kubernetes.protobuf",
+            media,
         ));
     }
     let bytes = axum::body::to_bytes(body, object::MAX_BODY)
@@ -58,11 +56,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>,
         return match decode(&bytes) {
             Ok(object) => Ok(Some(object)),
             Err(error @ ProtobufError::Malformed(_)) => Err(bad_request(error.to_string())),
-            Err(error @ ProtobufError::Unsupported(_)) => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UnsupportedMediaType",
-                error.to_string(),
-            )),
+            Err(error @ ProtobufError::Unsupported(_)) => {
+                Err(unsupported_media_type(error.to_string()))
+            }
         };
     }
     serde_json::from_slice(&bytes)
@@ -117,11 +113,7 @@ fn check_namespace(target: &Target, object: &mut Value) -> Result<(), ApiError> 
             metadata.insert("namespace".into(), json!(ns));
         }
         (None, true) => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource (a namespace is required)",
-            ));
+            return Err(method_not_allowed("a namespace is required"));
         }
         (_, false) => {
             metadata.remove("namespace");
@@ -399,12 +391,9 @@ pub async fn patch(
         "application/merge-patch+json" => PatchKind::Merge,
         "application/strategic-merge-patch+json" => PatchKind::Strategic,
         other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UnsupportedMediaType",
-                format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
-                ),
+            return Err(unknown_format(
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+                &format!("{other:?}"),
             ));
         }
     };
