@@ -76,6 +76,28 @@ fn field_value(object: &Value, path: &str) -> String {
     }
 }
 
+/// The selectable field values of one object, read once: the watch cache keeps them beside
+/// each object, so matching a selector never re-reads the JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSet(Vec<(&'static str, String)>);
+
+impl FieldSet {
+    /// Every field a selector for `kind` may name, taken from `object`.
+    pub fn of(kind: &str, object: &Value) -> Self {
+        let paths = ["metadata.name", "metadata.namespace"]
+            .iter()
+            .chain(kind_fields(kind));
+        FieldSet(paths.map(|p| (*p, field_value(object, p))).collect())
+    }
+
+    fn get(&self, path: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
 impl FieldSelector {
     /// Parses the selector for `kind`; the error names an unsupported field as kubectl
     /// shows it.
@@ -116,6 +138,13 @@ impl FieldSelector {
         self.terms
             .iter()
             .all(|t| (field_value(object, &t.path) == t.value) != t.negated)
+    }
+
+    /// Like [`FieldSelector::matches`], over values read beforehand.
+    pub fn matches_set(&self, set: &FieldSet) -> bool {
+        self.terms
+            .iter()
+            .all(|t| (set.get(&t.path) == t.value) != t.negated)
     }
 
     /// The name this selector pins (`metadata.name=x`), if any.
@@ -159,6 +188,22 @@ mod tests {
                 .exact_name(),
             Some("web")
         );
+    }
+
+    #[test]
+    fn field_sets_match_like_the_object() {
+        let pod = json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"nodeName": "n1", "hostNetwork": true}, "status": {"phase": "Running"}});
+        let set = FieldSet::of("Pod", &pod);
+        for text in [
+            "spec.nodeName=n1,status.phase!=Pending",
+            "metadata.name=other",
+            "spec.hostNetwork=true",
+            "metadata.namespace=default,spec.nodeName=",
+            "status.podIP=",
+        ] {
+            let selector = FieldSelector::parse(text, "Pod").expect("valid");
+            assert_eq!(selector.matches_set(&set), selector.matches(&pod), "{text}");
+        }
     }
 
     #[test]

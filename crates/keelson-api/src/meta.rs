@@ -1,4 +1,9 @@
-//! Object metadata rules shared by every kind: names, timestamps, ages.
+//! Object metadata rules shared by every kind: names, timestamps, ages, and the metadata
+//! accessors the server and its watch cache share.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
 
 /// Why a name is not valid, in Kubernetes' words; `None` when it is.
 pub fn name_problem(name: &str, dns_label: bool) -> Option<String> {
@@ -158,6 +163,25 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Sets `metadata.resourceVersion` (the store revision an object was read at).
+pub fn set_resource_version(object: &mut Value, revision: i64) {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+}
+
+/// `metadata.labels` as a map (non-string values are ignored).
+pub fn labels(object: &Value) -> BTreeMap<String, String> {
+    object["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

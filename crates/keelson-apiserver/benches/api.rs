@@ -246,6 +246,7 @@ async fn run() -> Result<()> {
             version: "bench".into(),
             commit: "bench".into(),
         },
+        cache: Default::default(),
     };
     let server = ApiServer::bind(config, store.clone(), Registry::default()).await?;
     let addr = server.url().trim_start_matches("https://").to_owned();

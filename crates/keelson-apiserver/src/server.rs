@@ -34,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::{PeerIdentity, Tokens, User, user_from_certificate};
+use crate::cache::{CacheConfig, CacheError, WatchCache};
 use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki, PkiError, default_server_names};
 use crate::rest::{self, Query, RequestLabels, Rest};
 use crate::status::ApiError;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
     pub build: BuildInfo,
+    /// History, bookmark and freshness settings of the watch cache.
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,8 @@ pub enum ServerError {
     Accept(std::io::Error),
     #[error("setting up the cluster's objects: {0}")]
     Setup(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 type MetricLabels = [(&'static str, String); 3];
@@ -179,8 +184,15 @@ impl ApiServer {
             &resources,
             &format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0"),
         );
+        let prefixes: Vec<(String, &'static str)> = resources
+            .resources()
+            .iter()
+            .map(|r| (rest::resource_prefix(r), r.kind))
+            .collect();
+        let cache = WatchCache::start(store.clone(), prefixes, config.cache, &mut registry).await?;
         let rest = Rest {
             store,
+            cache: Arc::new(cache),
             registry: resources,
             openapi,
         };

@@ -76,6 +76,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every change under `prefix` with revision `>= start_revision`, in revision order,
     /// then every later change as it happens. `start_revision == 0` means "from now".
+    /// Every revision is a change, so a watch of the empty prefix sees each one, gap-free.
     /// Fails with [`StoreError::Compacted`] when `start_revision` is below the compaction
     /// point; a stream that cannot continue ends with an error item, never silently.
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream>;

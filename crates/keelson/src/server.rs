@@ -117,6 +117,7 @@ pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
         port: args.port,
         tls_sans: args.tls_sans.clone(),
         build,
+        cache: Default::default(),
     };
     let server = ApiServer::bind(config, store, registry).await?;
     tracing::info!(url = server.url(), data_dir = %data_dir.display(), "keelson server running");

@@ -24,13 +24,16 @@ use keelson_api::Registry;
 use keelson_store::Store;
 use serde_json::Value;
 
-pub use target::Target;
+pub use target::{Target, resource_prefix};
 
+use crate::cache::WatchCache;
 use crate::status::ApiError;
 
 /// What the REST handlers work with.
 pub struct Rest {
     pub store: Arc<dyn Store>,
+    /// Every resource's objects and recent changes: lists and watches read here.
+    pub cache: Arc<WatchCache>,
     pub registry: Registry,
     /// The schemas, for `/openapi/v3` and `fieldValidation`.
     pub openapi: keelson_api::openapi::OpenApi,

@@ -153,11 +153,7 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(object)
 }
 
-pub fn set_resource_version(object: &mut Value, revision: i64) {
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.insert("resourceVersion".into(), json!(revision.to_string()));
-    }
-}
+pub use keelson_api::meta::{labels, set_resource_version};
 
 /// The stored form: everything but `resourceVersion` (which is the key's revision).
 pub fn encode(object: &Value) -> Bytes {
@@ -181,16 +177,4 @@ pub fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, ApiEr
 
 pub fn str_field<'a>(object: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(object, |v, k| v.get(k))?.as_str()
-}
-
-/// The object's labels.
-pub fn labels(object: &Value) -> std::collections::BTreeMap<String, String> {
-    object["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -1,4 +1,7 @@
-//! get and list.
+//! get and list: lists from the watch cache (later pages of a paged list, and reads at an
+//! exact past revision, from the store); gets from the store.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +14,9 @@ use serde_json::{Value, json};
 
 use super::object::{self, bad_request, decode, expired, not_found};
 use super::part::Part;
+use super::target::resource_prefix;
 use super::{Query, Rest, Target, object_response};
+use crate::cache::{Cached, WatchCache};
 use crate::status::ApiError;
 
 pub async fn get(rest: &Rest, target: &Target, part: Part) -> Result<Response, ApiError> {
@@ -40,6 +45,11 @@ impl Selectors {
 
     pub fn matches(&self, object: &Value) -> bool {
         self.labels.matches(&object::labels(object)) && self.fields.matches(object)
+    }
+
+    /// [`Selectors::matches`] for a cached object, from the values the cache keeps.
+    pub fn matches_cached(&self, object: &Cached) -> bool {
+        self.labels.matches(&object.labels) && self.fields.matches_set(&object.fields)
     }
 }
 
@@ -78,13 +88,7 @@ pub async fn collect(
     selectors: &Selectors,
 ) -> Result<Listed, ApiError> {
     let prefix = target.collection_prefix();
-    let limit = match query.get("limit") {
-        None | Some("") | Some("0") => None,
-        Some(text) => Some(
-            text.parse::<usize>()
-                .map_err(|_| bad_request(format!("invalid limit {text:?}")))?,
-        ),
-    };
+    let limit = parse_limit(query)?;
     let (mut revision, mut start_after) = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let (revision, key) = decode_continue(token, &prefix)?;
@@ -158,6 +162,17 @@ pub async fn collect(
     }
 }
 
+/// `limit`: `None` for all.
+fn parse_limit(query: &Query) -> Result<Option<usize>, ApiError> {
+    match query.get("limit") {
+        None | Some("") | Some("0") => Ok(None),
+        Some(text) => text
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| bad_request(format!("invalid limit {text:?}"))),
+    }
+}
+
 /// The revision a list must be read at: only `resourceVersionMatch=Exact` pins one; other
 /// forms are served from the latest state (which is never older than what was asked).
 fn exact_revision(query: &Query) -> Result<Option<i64>, ApiError> {
@@ -180,6 +195,133 @@ fn exact_revision(query: &Query) -> Result<Option<i64>, ApiError> {
     }
 }
 
+/// How fresh a list or watch served from the cache must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// `resourceVersion` unset: as fresh as the store (a consistent read).
+    Latest,
+    /// `resourceVersion=0`: whatever the cache has.
+    Any,
+    /// `resourceVersion=N`: not older than N.
+    NotOlderThan(i64),
+}
+
+impl Freshness {
+    pub fn of(query: &Query) -> Result<Self, ApiError> {
+        match query.get("resourceVersion").filter(|v| !v.is_empty()) {
+            None => Ok(Freshness::Latest),
+            Some("0") => Ok(Freshness::Any),
+            Some(rv) => rv
+                .parse()
+                .map(Freshness::NotOlderThan)
+                .map_err(|_| bad_request(format!("invalid resourceVersion {rv:?}"))),
+        }
+    }
+
+    /// The revision the cache is at once it is fresh enough. `None` when a consistent read
+    /// cannot be had from the cache in time (the caller reads the store instead).
+    pub async fn reach(self, cache: &WatchCache) -> Result<Option<i64>, ApiError> {
+        match self {
+            Freshness::Any => Ok(Some(cache.revision())),
+            Freshness::Latest => match cache.wait_fresh().await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(error) => {
+                    tracing::warn!(%error, "watch cache behind; reading the store");
+                    Ok(None)
+                }
+            },
+            Freshness::NotOlderThan(wanted) => match cache.wait_for(wanted).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(_) => Err(too_large_resource_version(wanted, cache.revision())),
+            },
+        }
+    }
+}
+
+/// kube-apiserver's answer when a read asks for a revision the server has not reached.
+pub fn too_large_resource_version(wanted: i64, current: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Timeout",
+        format!("Too large resource version: {wanted}, current: {current}"),
+    )
+}
+
+/// The items of a list response, as read from the cache or the store.
+enum Items {
+    Cached(Vec<Arc<Cached>>),
+    Stored(Vec<Value>),
+}
+
+impl Items {
+    fn values(&self) -> Result<Vec<Value>, ApiError> {
+        match self {
+            Items::Stored(values) => Ok(values.clone()),
+            Items::Cached(objects) => objects
+                .iter()
+                .map(|o| o.value().map_err(|e| ApiError::internal(e.to_string())))
+                .collect(),
+        }
+    }
+
+    /// `[item,item,...]`: cached items are copied as they are, never re-encoded.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        match self {
+            Items::Cached(objects) => {
+                for (i, object) in objects.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&object.json);
+                }
+            }
+            Items::Stored(values) => {
+                for (i, value) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(value.to_string().as_bytes());
+                }
+            }
+        }
+        out.push(b']');
+    }
+}
+
+/// The first page of a list, from the cache; `None` when the store must answer instead.
+async fn list_from_cache(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    selectors: &Selectors,
+) -> Result<Option<(Items, i64, Option<String>)>, ApiError> {
+    if query.get("continue").is_some_and(|c| !c.is_empty()) || exact_revision(query)?.is_some() {
+        return Ok(None);
+    }
+    let Some(cache) = rest.cache.resource(&resource_prefix(&target.resource)) else {
+        return Ok(None);
+    };
+    let Some(at_least) = Freshness::of(query)?.reach(&rest.cache).await? else {
+        return Ok(None);
+    };
+    let prefix = target.collection_prefix();
+    let snapshot = cache.list(&prefix, None, parse_limit(query)?, at_least, |o| {
+        selectors.matches_cached(o)
+    });
+    // Later pages come from the store, at this snapshot's revision.
+    let token = snapshot
+        .more
+        .then(|| snapshot.objects.last())
+        .flatten()
+        .map(|last| encode_continue(snapshot.revision, &last.key));
+    Ok(Some((
+        Items::Cached(snapshot.objects),
+        snapshot.revision,
+        token,
+    )))
+}
+
 pub async fn list(
     rest: &Rest,
     target: &Target,
@@ -187,9 +329,24 @@ pub async fn list(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let selectors = Selectors::parse(query, target.resource.kind)?;
-    let listed = collect(rest, target, query, &selectors).await?;
-    let mut metadata = json!({"resourceVersion": listed.revision.to_string()});
-    if let Some(token) = &listed.continue_token {
+    let (items, revision, continue_token) =
+        match list_from_cache(rest, target, query, &selectors).await? {
+            Some(listed) => {
+                rest.cache.metrics().read_from("cache");
+                listed
+            }
+            None => {
+                rest.cache.metrics().read_from("store");
+                let listed = collect(rest, target, query, &selectors).await?;
+                (
+                    Items::Stored(listed.items),
+                    listed.revision,
+                    listed.continue_token,
+                )
+            }
+        };
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(token) = &continue_token {
         metadata["continue"] = json!(token);
     }
     let accept = headers
@@ -199,8 +356,8 @@ pub async fn list(
     if table::wants_table(accept) {
         let include = table::IncludeObject::parse(query.get("includeObject"));
         let now = object::now();
-        let rows = listed
-            .items
+        let rows = items
+            .values()?
             .iter()
             .map(|o| table::row(target.resource.kind, o, include, now))
             .collect();
@@ -211,11 +368,22 @@ pub async fn list(
         )
             .into_response());
     }
-    let list = json!({
+    let head = json!({
         "kind": format!("{}List", target.resource.kind),
         "apiVersion": target.resource.group_version(),
         "metadata": metadata,
-        "items": listed.items,
-    });
-    Ok(object_response(StatusCode::OK, &list))
+    })
+    .to_string();
+    // `{...head...,"items":[...]}` followed by a newline.
+    let mut body = Vec::with_capacity(head.len() + 64);
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":");
+    items.write_json(&mut body);
+    body.extend_from_slice(b"}\n");
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use keelson_apiserver::testing::{Client, ClientAuth};
-use keelson_apiserver::{ApiServer, BuildInfo, ServerConfig};
+use keelson_apiserver::{ApiServer, BuildInfo, CacheConfig, ServerConfig};
 use keelson_store::{SqliteConfig, SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
@@ -40,6 +40,11 @@ impl Running {
 }
 
 pub async fn start(data_dir: &Path) -> Result<Running> {
+    start_with(data_dir, CacheConfig::default()).await
+}
+
+/// A server whose watch cache is configured as given.
+pub async fn start_with(data_dir: &Path, cache: CacheConfig) -> Result<Running> {
     let sqlite =
         Arc::new(SqliteStore::open(SqliteConfig::new(data_dir.join("db/state.db"))).await?);
     let store: Arc<dyn Store> = sqlite.clone();
@@ -52,6 +57,7 @@ pub async fn start(data_dir: &Path) -> Result<Running> {
             version: "0.1.0".into(),
             commit: "abc123".into(),
         },
+        cache,
     };
     let server = ApiServer::bind(config, store, Registry::default()).await?;
     let addr = server.url().trim_start_matches("https://").to_owned();

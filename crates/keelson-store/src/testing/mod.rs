@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             concurrent_writers_get_distinct_revisions,
             compare_and_swap_loses_no_update,
             watch_from_now,
+            whole_keyspace_watch_sees_every_revision,
             watch_replays_history_with_previous_values,
             watch_sees_every_concurrent_write_in_order,
             slow_watcher_gets_every_event,
