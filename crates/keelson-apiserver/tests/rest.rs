@@ -974,3 +974,154 @@ async fn status_and_scale_write_only_their_part() -> Result<()> {
     ensure!(client.delete(&format!("{deploys}/web/status")).await?.code == 405);
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_deletion_and_propagation_are_recorded() -> Result<()> {
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let json_body = [("content-type", "application/json")];
+    let delete_with = |path: String, body: Value| {
+        let client = client.clone();
+        async move {
+            client
+                .request("DELETE", &path, &json_body, Some(&body.to_string()))
+                .await
+        }
+    };
+    let pod = |name: &str, node: Option<&str>| {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}], "terminationGracePeriodSeconds": 20});
+        if let Some(node) = node {
+            spec["nodeName"] = json!(node);
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+            .to_string()
+    };
+
+    // A pod on no node has nothing to stop: it goes at once.
+    ensure!(client.post(PODS, &pod("loose", None)).await?.code == 201);
+    ensure!(client.delete(&format!("{PODS}/loose")).await?.code == 200);
+    ensure!(client.get(&format!("{PODS}/loose")).await?.code == 404);
+
+    // A pod on a node is marked with its grace period; its node removes it.
+    ensure!(client.post(PODS, &pod("bound", Some("n1"))).await?.code == 201);
+    let marked = delete_with(
+        format!("{PODS}/bound"),
+        json!({"propagationPolicy": "Background"}),
+    )
+    .await?;
+    ensure!(marked.code == 200, "{marked:?}");
+    let marked = marked.json();
+    ensure!(
+        marked["metadata"]["deletionGracePeriodSeconds"] == 20,
+        "{marked}"
+    );
+    let when = keelson_api::meta::parse_timestamp(
+        marked["metadata"]["deletionTimestamp"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .context("deletionTimestamp")?;
+    let now = keelson_api::meta::parse_timestamp(
+        marked["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .context("creationTimestamp")?;
+    ensure!((18..=22).contains(&(when - now)), "20 s from now: {marked}");
+    ensure!(client.get(&format!("{PODS}/bound")).await?.code == 200);
+    // A second delete may shorten the period, never lengthen it.
+    let shorter = delete_with(format!("{PODS}/bound"), json!({"gracePeriodSeconds": 5}))
+        .await?
+        .json();
+    ensure!(
+        shorter["metadata"]["deletionGracePeriodSeconds"] == 5,
+        "{shorter}"
+    );
+    let longer = client
+        .delete(&format!("{PODS}/bound?gracePeriodSeconds=10"))
+        .await?
+        .json();
+    ensure!(
+        longer["metadata"]["deletionGracePeriodSeconds"] == 5 && rv(&longer) == rv(&shorter),
+        "unchanged: {longer}"
+    );
+    // Grace period 0 (what `--force` and the node send) removes it.
+    let forced = delete_with(format!("{PODS}/bound"), json!({"gracePeriodSeconds": 0})).await?;
+    ensure!(forced.code == 200, "{forced:?}");
+    ensure!(client.get(&format!("{PODS}/bound")).await?.code == 404);
+
+    // Orphan and Foreground are recorded as finalizers for the garbage collector.
+    for (name, policy, finalizer) in [
+        ("o", "Orphan", "orphan"),
+        ("f", "Foreground", "foregroundDeletion"),
+    ] {
+        client.post(CMS, &cm(name, json!({}))).await?;
+        let held = client
+            .delete(&format!("{CMS}/{name}?propagationPolicy={policy}"))
+            .await?
+            .json();
+        ensure!(
+            held["metadata"]["finalizers"] == json!([finalizer])
+                && held["metadata"]["deletionTimestamp"].is_string(),
+            "{held}"
+        );
+        // Removing the finalizer completes the deletion.
+        let patched = client
+            .request(
+                "PATCH",
+                &format!("{CMS}/{name}"),
+                &[("content-type", "application/merge-patch+json")],
+                Some(r#"{"metadata":{"finalizers":null}}"#),
+            )
+            .await?;
+        ensure!(patched.code == 200, "{patched:?}");
+        ensure!(client.get(&format!("{CMS}/{name}")).await?.code == 404);
+    }
+    // orphanDependents (deprecated) means the same as Orphan.
+    client.post(CMS, &cm("legacy", json!({}))).await?;
+    let held = delete_with(format!("{CMS}/legacy"), json!({"orphanDependents": true}))
+        .await?
+        .json();
+    ensure!(
+        held["metadata"]["finalizers"] == json!(["orphan"]),
+        "{held}"
+    );
+
+    // Bad options: 422, and the object is untouched.
+    client.post(CMS, &cm("kept", json!({}))).await?;
+    for (body, field, message) in [
+        (
+            json!({"propagationPolicy": "Sideways"}),
+            "propagationPolicy",
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Sideways\": supported values: \"Foreground\", \"Background\", \"Orphan\"",
+        ),
+        (
+            json!({"propagationPolicy": "Orphan", "orphanDependents": false}),
+            "orphanDependents",
+            "DeleteOptions.meta.k8s.io \"\" is invalid: orphanDependents: Invalid value: false: orphanDependents and deletionPropagation cannot be both set",
+        ),
+    ] {
+        let refused = delete_with(format!("{CMS}/kept"), body).await?;
+        ensure!(refused.code == 422, "{refused:?}");
+        let status = refused.json();
+        ensure!(
+            status["message"] == message && status["details"]["causes"][0]["field"] == field,
+            "{status}"
+        );
+    }
+    let kept = client.get(&format!("{CMS}/kept")).await?.json();
+    ensure!(
+        kept["metadata"].get("deletionTimestamp").is_none(),
+        "{kept}"
+    );
+    // Background (kubectl's default) deletes at once.
+    let gone = delete_with(
+        format!("{CMS}/kept"),
+        json!({"propagationPolicy": "Background"}),
+    )
+    .await?;
+    ensure!(gone.code == 200 && client.get(&format!("{CMS}/kept")).await?.code == 404);
+    server.stop().await
+}

@@ -17,7 +17,7 @@ use super::part::{Part, has_subresource};
 use super::read::{Selectors, collect};
 use super::target::{object_key, resource_prefix};
 use super::{Query, Rest, Target, object_response};
-use crate::status::ApiError;
+use crate::status::{ApiError, StatusDetails};
 
 /// Retries of an unconditional update or delete that lost a race.
 const RETRIES: usize = 16;
@@ -540,10 +540,49 @@ async fn guaranteed_update(
 }
 
 /// `DeleteOptions` from the body and the query.
+/// What happens to an object's dependents (`propagationPolicy`): the garbage collector acts
+/// on the finalizer each one leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+impl Propagation {
+    /// The finalizer that records the policy on the object, if any.
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Orphan => Some("orphan"),
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Background => None,
+        }
+    }
+}
+
 struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<i64>,
     dry_run: bool,
+    /// `gracePeriodSeconds`: `None` for the object's own default.
+    grace_period: Option<i64>,
+    propagation: Option<Propagation>,
+}
+
+/// 422 for bad `DeleteOptions`, as kube-apiserver words it.
+fn invalid_delete_options(field: &str, reason: &str, problem: String) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("DeleteOptions.meta.k8s.io \"\" is invalid: {field}: {problem}"),
+    );
+    error.details = Some(Box::new(StatusDetails {
+        name: String::new(),
+        group: "meta.k8s.io".into(),
+        kind: "DeleteOptions".into(),
+        causes: vec![json!({"reason": reason, "message": problem, "field": field})],
+    }));
+    error
 }
 
 fn delete_options(query: &Query, body: Option<Value>) -> Result<DeleteOptions, ApiError> {
@@ -560,11 +599,117 @@ fn delete_options(query: &Query, body: Option<Value>) -> Result<DeleteOptions, A
         || body["dryRun"]
             .as_array()
             .is_some_and(|d| d.iter().any(|v| v == "All"));
+    // The body wins over the query, as in kube-apiserver (the query only fills in).
+    let grace_period = match (&body["gracePeriodSeconds"], query.get("gracePeriodSeconds")) {
+        (Value::Number(n), _) => Some(
+            n.as_i64()
+                .ok_or_else(|| bad_request(format!("invalid gracePeriodSeconds {n}")))?,
+        ),
+        (Value::Null, Some(text)) if !text.is_empty() => Some(
+            text.parse::<i64>()
+                .map_err(|_| bad_request(format!("invalid gracePeriodSeconds {text:?}")))?,
+        ),
+        (Value::Null, _) => None,
+        (other, _) => return Err(bad_request(format!("invalid gracePeriodSeconds {other}"))),
+    };
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            query
+                .get("propagationPolicy")
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+        });
+    let orphan = match (&body["orphanDependents"], query.get("orphanDependents")) {
+        (Value::Bool(b), _) => Some(*b),
+        (Value::Null, Some("true")) => Some(true),
+        (Value::Null, Some("false")) => Some(false),
+        _ => None,
+    };
+    let propagation = match (policy.as_deref(), orphan) {
+        (Some(_), Some(orphan)) => {
+            return Err(invalid_delete_options(
+                "orphanDependents",
+                "FieldValueInvalid",
+                format!(
+                    "Invalid value: {orphan}: orphanDependents and deletionPropagation cannot be both set"
+                ),
+            ));
+        }
+        (Some("Orphan"), None) => Some(Propagation::Orphan),
+        (Some("Background"), None) => Some(Propagation::Background),
+        (Some("Foreground"), None) => Some(Propagation::Foreground),
+        (Some(other), None) => {
+            return Err(invalid_delete_options(
+                "propagationPolicy",
+                "FieldValueNotSupported",
+                format!(
+                    "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            ));
+        }
+        (None, Some(true)) => Some(Propagation::Orphan),
+        (None, Some(false)) => Some(Propagation::Background),
+        (None, None) => None,
+    };
     Ok(DeleteOptions {
         uid,
         resource_version,
         dry_run,
+        grace_period,
+        propagation,
     })
+}
+
+/// How long a pod takes to go (kube-apiserver's graceful deletion of pods): `None` means at
+/// once. Pods not on a node, or already finished, go at once; others get the asked grace
+/// period or their `terminationGracePeriodSeconds`, and their node's agent deletes them.
+fn pod_grace_period(resource: &Resource, pod: &Value, options: &DeleteOptions) -> Option<i64> {
+    if resource.kind != "Pod" || !resource.group.is_empty() {
+        return None;
+    }
+    let unscheduled = str_field(pod, &["spec", "nodeName"]).is_none_or(str::is_empty);
+    let finished = matches!(
+        str_field(pod, &["status", "phase"]),
+        Some("Succeeded" | "Failed")
+    );
+    if unscheduled || finished {
+        return None;
+    }
+    let grace = options.grace_period.unwrap_or_else(|| {
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30)
+    });
+    // Negative periods are read as one second, as upstream does.
+    Some(grace.max(1)).filter(|_| grace != 0)
+}
+
+/// Marks `object` as being deleted, `grace` seconds from now, with the finalizer of
+/// `propagation`. Returns whether anything changed (a second delete may only shorten the
+/// grace period).
+fn mark_deleting(object: &mut Value, grace: i64, propagation: Option<Propagation>) -> bool {
+    let mut changed = false;
+    let metadata = &mut object["metadata"];
+    let current_grace = metadata["deletionGracePeriodSeconds"].as_i64();
+    if metadata.get("deletionTimestamp").is_none() || current_grace.is_some_and(|g| grace < g) {
+        metadata["deletionTimestamp"] = json!(format_timestamp(now() + grace));
+        metadata["deletionGracePeriodSeconds"] = json!(grace);
+        changed = true;
+    }
+    if let Some(finalizer) = propagation.and_then(Propagation::finalizer) {
+        let finalizers = metadata
+            .as_object_mut()
+            .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+        if let Some(Value::Array(list)) = finalizers
+            && !list.iter().any(|f| f == finalizer)
+        {
+            list.push(json!(finalizer));
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Deletes one object; returns it as it was (or as it now is, when finalizers hold it).
@@ -608,16 +753,20 @@ async fn delete_one(
         if options.dry_run {
             return Ok(object);
         }
+        let grace = pod_grace_period(resource, &object, options);
         let finalizers = object["metadata"]["finalizers"]
             .as_array()
-            .is_some_and(|f| !f.is_empty());
-        if finalizers {
-            // Held by finalizers: mark it; whoever owns a finalizer removes it.
-            if object["metadata"].get("deletionTimestamp").is_some() {
+            .is_some_and(|f| !f.is_empty())
+            || options
+                .propagation
+                .and_then(Propagation::finalizer)
+                .is_some();
+        if grace.is_some() || finalizers {
+            // Deferred: marked now; the pod's node, or whoever owns a finalizer (the garbage
+            // collector for the propagation ones), finishes it.
+            if !mark_deleting(&mut object, grace.unwrap_or(0), options.propagation) {
                 return Ok(object);
             }
-            object["metadata"]["deletionTimestamp"] = json!(format_timestamp(now()));
-            object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             match rest
                 .store
                 .update(&key, encode(&object), current.mod_revision)
