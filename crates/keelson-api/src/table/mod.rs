@@ -1,7 +1,11 @@
 //! Server-side printing: `meta.k8s.io/v1` `Table` responses for `kubectl get`.
 //!
-//! Every kind gets NAME and AGE; the kinds users list most get the columns `kubectl get`
-//! shows on Kubernetes, with the `-o wide` ones at priority 1.
+//! Every kind gets the columns `kubectl get` shows for it on Kubernetes (NAME and AGE at
+//! least), with the `-o wide` ones at priority 1. This file has the framework and the
+//! workload kinds; `cluster.rs` the configuration, storage, networking, policy, access
+//! control and event kinds.
+
+mod cluster;
 
 use serde_json::{Value, json};
 
@@ -37,7 +41,7 @@ impl IncludeObject {
 }
 
 /// One column: its definition and how a cell is computed.
-struct Column {
+pub(super) struct Column {
     name: &'static str,
     kind: &'static str,
     /// 0 always; 1 only with `-o wide`.
@@ -46,7 +50,7 @@ struct Column {
     cell: fn(&Value, i64) -> Value,
 }
 
-const fn col(
+pub(super) const fn col(
     name: &'static str,
     kind: &'static str,
     priority: u8,
@@ -62,11 +66,11 @@ const fn col(
     }
 }
 
-fn s(value: &Value) -> &str {
+pub(super) fn s(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
 
-fn int(value: &Value) -> i64 {
+pub(super) fn int(value: &Value) -> i64 {
     value.as_i64().unwrap_or(0)
 }
 
@@ -74,7 +78,7 @@ fn name(o: &Value, _: i64) -> Value {
     json!(s(&o["metadata"]["name"]))
 }
 
-fn age(o: &Value, now: i64) -> Value {
+pub(super) fn age(o: &Value, now: i64) -> Value {
     json!(
         o["metadata"]["creationTimestamp"]
             .as_str()
@@ -83,7 +87,7 @@ fn age(o: &Value, now: i64) -> Value {
     )
 }
 
-fn or_none(text: String) -> Value {
+pub(super) fn or_none(text: String) -> Value {
     json!(if text.is_empty() {
         "<none>".to_owned()
     } else {
@@ -91,8 +95,14 @@ fn or_none(text: String) -> Value {
     })
 }
 
+/// The containers of a workload's pod template (a cron job's through its job template).
 fn containers(o: &Value) -> &[Value] {
-    o["spec"]["template"]["spec"]["containers"]
+    let template = if o["spec"]["jobTemplate"].is_object() {
+        &o["spec"]["jobTemplate"]["spec"]["template"]
+    } else {
+        &o["spec"]["template"]
+    };
+    template["spec"]["containers"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
@@ -118,9 +128,16 @@ fn container_images(o: &Value, _: i64) -> Value {
     )
 }
 
-/// A label selector object as `kubectl get -o wide` prints it.
+/// A workload's label selector as `kubectl get -o wide` prints it.
 fn selector(o: &Value, _: i64) -> Value {
-    let sel = &o["spec"]["selector"];
+    if o["spec"]["jobTemplate"].is_object() {
+        return format_selector(&o["spec"]["jobTemplate"]["spec"]["selector"]);
+    }
+    format_selector(&o["spec"]["selector"])
+}
+
+/// A `LabelSelector` object in the selector grammar; `<none>` when it is empty.
+pub(super) fn format_selector(sel: &Value) -> Value {
     let mut terms: Vec<String> = sel["matchLabels"]
         .as_object()
         .into_iter()
@@ -138,6 +155,7 @@ fn selector(o: &Value, _: i64) -> Value {
             "In" => format!("{} in ({})", s(&e["key"]), values.join(",")),
             "NotIn" => format!("{} notin ({})", s(&e["key"]), values.join(",")),
             "DoesNotExist" => format!("!{}", s(&e["key"])),
+            "Exists" => s(&e["key"]).to_owned(),
             _ => s(&e["key"]).to_owned(),
         });
     }
@@ -239,6 +257,81 @@ fn pod_restarts(o: &Value, _: i64) -> Value {
     )
 }
 
+/// How long a job ran (or has been running).
+fn job_duration(o: &Value, now: i64) -> Value {
+    let Some(start) = o["status"]["startTime"].as_str().and_then(parse_timestamp) else {
+        return json!("");
+    };
+    let end = o["status"]["completionTime"]
+        .as_str()
+        .and_then(parse_timestamp)
+        .unwrap_or(now);
+    json!(human_duration(end - start))
+}
+
+/// `current/target` per metric of an autoscaler (`autoscaling/v2`; `v1` has only CPU).
+fn hpa_targets(o: &Value, _: i64) -> Value {
+    let specs: Vec<Value> = match o["spec"]["metrics"].as_array() {
+        Some(metrics) => metrics.clone(),
+        None => match o["spec"]["targetCPUUtilizationPercentage"].as_i64() {
+            Some(target) => vec![json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": target}}})],
+            None => vec![],
+        },
+    };
+    if specs.is_empty() {
+        return json!("<none>");
+    }
+    let current_v1 = o["status"]["currentCPUUtilizationPercentage"].as_i64();
+    let mut shown = Vec::new();
+    for (i, spec) in specs.iter().enumerate().take(3) {
+        let kind = s(&spec["type"]);
+        let field = match kind {
+            "Resource" => "resource",
+            "ContainerResource" => "containerResource",
+            "Pods" => "pods",
+            "Object" => "object",
+            "External" => "external",
+            _ => "",
+        };
+        let metric = &spec[field];
+        let target = &metric["target"];
+        let current = &o["status"]["currentMetrics"][i][field]["current"];
+        let label = match kind {
+            "Resource" | "ContainerResource" => s(&metric["name"]).to_owned(),
+            _ => s(&metric["metric"]["name"]).to_owned(),
+        };
+        let text = |v: &Value| match v {
+            Value::String(t) => Some(t.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let (now_text, target_text) = match s(&target["type"]) {
+            "Utilization" => (
+                text(&current["averageUtilization"])
+                    .or_else(|| current_v1.map(|c| c.to_string()))
+                    .map(|c| format!("{c}%")),
+                format!("{}%", int(&target["averageUtilization"])),
+            ),
+            "AverageValue" => (
+                text(&current["averageValue"]),
+                text(&target["averageValue"]).unwrap_or_default(),
+            ),
+            _ => (
+                text(&current["value"]),
+                text(&target["value"]).unwrap_or_default(),
+            ),
+        };
+        let now_text = now_text.unwrap_or_else(|| "<unknown>".to_owned());
+        shown.push(format!("{label}: {now_text}/{target_text}"));
+    }
+    let mut targets = shown.join(", ");
+    if specs.len() > 3 {
+        targets.push_str(&format!(" + {} more...", specs.len() - 3));
+    }
+    json!(targets)
+}
+
 fn service_ports(o: &Value, _: i64) -> Value {
     let ports: Vec<String> = o["spec"]["ports"]
         .as_array()
@@ -326,14 +419,14 @@ fn node_address(kind: &'static str) -> impl Fn(&Value) -> Value {
     }
 }
 
-const NAME: Column = col(
+pub(super) const NAME: Column = col(
     "Name",
     "string",
     0,
     "Name must be unique within a namespace.",
     name,
 );
-const AGE: Column = col(
+pub(super) const AGE: Column = col(
     "Age",
     "string",
     0,
@@ -343,6 +436,9 @@ const AGE: Column = col(
 
 /// The columns of `kind`, in order.
 fn kind_columns(kind: &str) -> Vec<Column> {
+    if let Some(columns) = cluster::columns(kind) {
+        return columns;
+    }
     let mut columns = vec![NAME];
     match kind {
         "Namespace" => columns.push(col(
@@ -576,6 +672,13 @@ fn kind_columns(kind: &str) -> Vec<Column> {
                     ))
                 },
             ));
+            columns.push(col(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+                job_duration,
+            ));
         }
         "CronJob" => {
             columns.push(col(
@@ -584,6 +687,13 @@ fn kind_columns(kind: &str) -> Vec<Column> {
                 0,
                 "The schedule in Cron format.",
                 |o, _| json!(s(&o["spec"]["schedule"])),
+            ));
+            columns.push(col(
+                "Timezone",
+                "string",
+                0,
+                "The time zone the schedule is read in.",
+                |o, _| or_none(s(&o["spec"]["timeZone"]).to_owned()),
             ));
             columns.push(col(
                 "Suspend",
@@ -599,31 +709,18 @@ fn kind_columns(kind: &str) -> Vec<Column> {
                 "The number of running jobs.",
                 |o, _| json!(o["status"]["active"].as_array().map_or(0, Vec::len)),
             ));
-        }
-        "PersistentVolumeClaim" => {
             columns.push(col(
-                "Status",
+                "Last Schedule",
                 "string",
                 0,
-                "The phase of the claim.",
-                |o, _| json!(s(&o["status"]["phase"])),
-            ));
-            columns.push(col("Volume", "string", 0, "The bound volume.", |o, _| {
-                json!(s(&o["spec"]["volumeName"]))
-            }));
-            columns.push(col(
-                "Capacity",
-                "string",
-                0,
-                "The capacity of the bound volume.",
-                |o, _| json!(s(&o["status"]["capacity"]["storage"])),
-            ));
-            columns.push(col(
-                "StorageClass",
-                "string",
-                0,
-                "The storage class.",
-                |o, _| json!(s(&o["spec"]["storageClassName"])),
+                "When the job was last scheduled.",
+                |o, now| match o["status"]["lastScheduleTime"]
+                    .as_str()
+                    .and_then(parse_timestamp)
+                {
+                    Some(t) => json!(human_duration(now - t)),
+                    None => json!("<none>"),
+                },
             ));
         }
         "HorizontalPodAutoscaler" => {
@@ -639,6 +736,13 @@ fn kind_columns(kind: &str) -> Vec<Column> {
                         s(&o["spec"]["scaleTargetRef"]["name"])
                     ))
                 },
+            ));
+            columns.push(col(
+                "Targets",
+                "string",
+                0,
+                "The current and target values of the metrics.",
+                hpa_targets,
             ));
             columns.push(col(
                 "MinPods",
@@ -703,7 +807,7 @@ fn kind_columns(kind: &str) -> Vec<Column> {
                 },
             ));
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => {
             columns.push(col(
                 "Containers",
                 "string",
@@ -962,6 +1066,70 @@ mod tests {
                 json!("v1.37.0")
             ]
         );
+    }
+
+    #[test]
+    fn jobs_cron_jobs_and_autoscalers() {
+        let job = json!({"metadata": {"name": "j"}, "spec": {"completions": 2, "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+            "status": {"succeeded": 2, "startTime": "2024-01-01T00:00:00Z", "completionTime": "2024-01-01T00:00:42Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}});
+        assert_eq!(
+            cells_of("Job", job)[..5],
+            [
+                json!("j"),
+                json!("Complete"),
+                json!("2/2"),
+                json!("42s"),
+                json!("<unknown>")
+            ]
+        );
+        let cron = json!({"metadata": {"name": "c"}, "spec": {"schedule": "*/5 * * * *",
+            "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "hello", "image": "busybox"}]}}}}},
+            "status": {"lastScheduleTime": "2024-01-01T00:55:00Z"}});
+        assert_eq!(
+            cells_of("CronJob", cron),
+            vec![
+                json!("c"),
+                json!("*/5 * * * *"),
+                json!("<none>"),
+                json!(false),
+                json!(0),
+                json!("5m"),
+                json!("<unknown>"),
+                json!("hello"),
+                json!("busybox"),
+                json!("<none>")
+            ]
+        );
+        let hpa = json!({"metadata": {"name": "h"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "minReplicas": 1, "maxReplicas": 5, "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}]},
+            "status": {"currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 20}}}]}});
+        assert_eq!(
+            cells_of("HorizontalPodAutoscaler", hpa)[..3],
+            [
+                json!("h"),
+                json!("Deployment/web"),
+                json!("cpu: 20%/50%, memory: <unknown>/100Mi")
+            ]
+        );
+        let v1 = json!({"metadata": {"name": "h"}, "spec": {"targetCPUUtilizationPercentage": 80}});
+        assert_eq!(
+            cells_of("HorizontalPodAutoscaler", v1)[2],
+            "cpu: <unknown>/80%"
+        );
+    }
+
+    #[test]
+    fn every_served_kind_has_its_own_columns() {
+        for resource in crate::Registry::builtin().resources() {
+            let names: Vec<String> = columns(resource.kind)
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect();
+            assert_ne!(names, ["Name", "Age"], "{}", resource.kind);
+        }
     }
 
     #[test]
