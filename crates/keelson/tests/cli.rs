@@ -418,19 +418,6 @@ fn kubectl_manages_objects() -> Result<()> {
         "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.strategy.type}",
     ])?;
     ensure!(created == "3 nginx:1.27 80 RollingUpdate", "{created}");
-    let job = kube.output(&[
-        "create",
-        "job",
-        "once",
-        "-n",
-        "imperative",
-        "--image=busybox",
-    ])?;
-    ensure!(
-        !job.status.success()
-            && String::from_utf8_lossy(&job.stderr).contains("send the object as JSON"),
-        "kinds not read from protobuf yet are refused clearly"
-    );
     let secrets = kubectl_run(&["get", "secrets", "-n", "imperative"])?;
     ensure!(
         secrets.lines().nth(1).is_some_and(
@@ -623,6 +610,480 @@ fn kubectl_manages_objects() -> Result<()> {
     kubectl_run(&["delete", "ns", "shop", "--timeout=20s"])?;
     ensure!(!kubectl_run(&["get", "cm", "-A", "-o", "name"])?.contains("configmap/other"));
 
+    stop(server)
+}
+
+/// A kubectl that keeps running (`get -w`, `wait`): its stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(kube: &Kubectl, args: &[&str]) -> Result<Self> {
+        let mut child = kube
+            .command()?
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Running { child, lines })
+    }
+
+    /// The next line that contains `text`, within `timeout`.
+    fn line_with(&self, text: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => bail!("no line with {text:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kubectl_describes_waits_watches_and_dry_runs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, _) = running_server(dir.path())?;
+    let kube = Kubectl::admin(dir.path());
+    kube.run(&["create", "namespace", "ops"])?;
+    kube.run(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "ops",
+        "--image=nginx:1.27",
+        "--replicas=2",
+    ])?;
+    kube.run(&[
+        "create",
+        "configmap",
+        "conf",
+        "-n",
+        "ops",
+        "--from-literal=mode=fast",
+    ])?;
+
+    // describe: the object in kubectl's words, and its (empty) events.
+    let described = kube.run(&["describe", "deployment", "web", "-n", "ops"])?;
+    for expected in [
+        "Name:                   web",
+        "Namespace:              ops",
+        "Selector:               app=web",
+        "StrategyType:           RollingUpdate",
+        "RollingUpdateStrategy:  25% max unavailable, 25% max surge",
+        "Image:         nginx:1.27",
+    ] {
+        ensure!(
+            described.contains(expected),
+            "{expected:?} in:\n{described}"
+        );
+    }
+    let described = kube.run(&["describe", "configmap", "conf", "-n", "ops"])?;
+    ensure!(described.contains("mode:\n----\nfast"), "{described}");
+
+    // --dry-run=server: the server answers as if it wrote, and stores nothing.
+    let dry = kube.run(&[
+        "create",
+        "configmap",
+        "dry",
+        "-n",
+        "ops",
+        "--from-literal=a=b",
+        "--dry-run=server",
+        "-o",
+        "jsonpath={.metadata.name} {.metadata.uid}",
+    ])?;
+    ensure!(dry.starts_with("dry ") && dry.len() > 10, "{dry}");
+    ensure!(
+        !kube
+            .output(&["get", "configmap", "dry", "-n", "ops"])?
+            .status
+            .success()
+    );
+    let kept = kube.run(&[
+        "delete",
+        "configmap",
+        "conf",
+        "-n",
+        "ops",
+        "--dry-run=server",
+    ])?;
+    ensure!(
+        kept.contains("deleted from ops namespace (server dry run)"),
+        "{kept}"
+    );
+    kube.run(&[
+        "scale",
+        "deployment",
+        "web",
+        "-n",
+        "ops",
+        "--replicas=5",
+        "--dry-run=server",
+    ])?;
+    ensure!(
+        kube.run(&[
+            "get",
+            "deployment",
+            "web",
+            "-n",
+            "ops",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])? == "2"
+    );
+    ensure!(
+        kube.output(&["get", "configmap", "conf", "-n", "ops"])?
+            .status
+            .success()
+    );
+
+    // get -w: the table first, then a row per change.
+    let watch = Running::start(&kube, &["get", "configmaps", "-n", "ops", "-w"])?;
+    watch.line_with("conf", Duration::from_secs(20))?;
+    kube.run(&[
+        "create",
+        "configmap",
+        "late",
+        "-n",
+        "ops",
+        "--from-literal=x=y",
+    ])?;
+    let row = watch.line_with("late", Duration::from_secs(20))?;
+    ensure!(
+        row.split_whitespace().nth(1) == Some("1"),
+        "DATA column: {row}"
+    );
+    drop(watch);
+
+    // wait --for=delete: returns once a finalizer-held object is really gone.
+    let held = dir.path().join("held.yaml");
+    std::fs::write(
+        &held,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: ops\n  finalizers: [example.com/hold]\n",
+    )?;
+    kube.run(&["apply", "-f", held.to_str().context("path")?])?;
+    kube.run(&["delete", "configmap", "held", "-n", "ops", "--wait=false"])?;
+    let mut waiting = Running::start(
+        &kube,
+        &[
+            "wait",
+            "--for=delete",
+            "configmap/held",
+            "-n",
+            "ops",
+            "--timeout=60s",
+        ],
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        waiting.child.try_wait()?.is_none(),
+        "wait returned while the object exists"
+    );
+    kube.run(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "ops",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
+    waiting.line_with("condition met", Duration::from_secs(30))?;
+
+    // The columns of the kinds beyond workloads, as kubectl prints them.
+    let event = dir.path().join("event.yaml");
+    std::fs::write(
+        &event,
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: web.1\n  namespace: ops\ntype: Warning\nreason: Testing\nmessage: something happened\ninvolvedObject:\n  kind: Deployment\n  name: web\n  namespace: ops\n",
+    )?;
+    kube.run(&["apply", "-f", event.to_str().context("path")?])?;
+    let events = kube.run(&["get", "events", "-n", "ops"])?;
+    let mut lines = events.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    ensure!(
+        header == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{events}"
+    );
+    ensure!(
+        events.contains("Warning   Testing   deployment/web   something happened"),
+        "{events}"
+    );
+    kube.run(&[
+        "create",
+        "rolebinding",
+        "viewers",
+        "-n",
+        "ops",
+        "--clusterrole=view",
+        "--user=jane",
+    ])?;
+    let bindings = kube.run(&["get", "rolebindings", "-n", "ops", "-o", "wide"])?;
+    let header: Vec<&str> = bindings
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    ensure!(
+        header == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"],
+        "{bindings}"
+    );
+    ensure!(bindings.contains("ClusterRole/view"), "{bindings}");
+
+    // Every imperative create kubectl sends as protobuf is read whole.
+    for (args, check) in [
+        (
+            &[
+                "create",
+                "job",
+                "once",
+                "-n",
+                "ops",
+                "--image=busybox",
+                "--",
+                "echo",
+                "hi",
+            ][..],
+            &[
+                "get",
+                "job",
+                "once",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].command}",
+            ][..],
+        ),
+        (
+            &[
+                "create",
+                "cronjob",
+                "tick",
+                "-n",
+                "ops",
+                "--image=busybox",
+                "--schedule=*/5 * * * *",
+            ],
+            &[
+                "get",
+                "cronjob",
+                "tick",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.schedule}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "role",
+                "reader",
+                "-n",
+                "ops",
+                "--verb=get,list",
+                "--resource=pods",
+            ],
+            &[
+                "get",
+                "role",
+                "reader",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.rules[0].verbs}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "clusterrole",
+                "node-reader",
+                "--verb=get",
+                "--resource=nodes",
+            ],
+            &[
+                "get",
+                "clusterrole",
+                "node-reader",
+                "-o",
+                "jsonpath={.rules[0].resources}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "clusterrolebinding",
+                "node-readers",
+                "--clusterrole=node-reader",
+                "--group=ops",
+            ],
+            &[
+                "get",
+                "clusterrolebinding",
+                "node-readers",
+                "-o",
+                "jsonpath={.subjects[0].name}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "quota",
+                "small",
+                "-n",
+                "ops",
+                "--hard=pods=10,requests.cpu=2",
+            ],
+            &[
+                "get",
+                "quota",
+                "small",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.hard.pods}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "priorityclass",
+                "high",
+                "--value=1000",
+                "--description=important",
+            ],
+            &["get", "priorityclass", "high", "-o", "jsonpath={.value}"],
+        ),
+        (
+            &[
+                "create",
+                "poddisruptionbudget",
+                "web",
+                "-n",
+                "ops",
+                "--selector=app=web",
+                "--min-available=1",
+            ],
+            &[
+                "get",
+                "pdb",
+                "web",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.minAvailable}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "ingress",
+                "web",
+                "-n",
+                "ops",
+                "--rule=shop.example/=web:80",
+            ],
+            &[
+                "get",
+                "ingress",
+                "web",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.rules[0].host}",
+            ],
+        ),
+        (
+            &[
+                "create",
+                "service",
+                "clusterip",
+                "web",
+                "-n",
+                "ops",
+                "--tcp=80:8080",
+            ],
+            &[
+                "get",
+                "service",
+                "web",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.ports[0].targetPort}",
+            ],
+        ),
+        (
+            &[
+                "autoscale",
+                "deployment",
+                "web",
+                "-n",
+                "ops",
+                "--min=2",
+                "--max=5",
+                "--cpu-percent=80",
+            ],
+            &[
+                "get",
+                "hpa",
+                "web",
+                "-n",
+                "ops",
+                "-o",
+                "jsonpath={.spec.maxReplicas}",
+            ],
+        ),
+    ] {
+        kube.run(args)?;
+        let shown = kube.run(check)?;
+        let expected = match args[1] {
+            "job" => r#"["echo","hi"]"#,
+            "cronjob" => "*/5 * * * *",
+            "role" => r#"["get","list"]"#,
+            "clusterrole" => r#"["nodes"]"#,
+            "clusterrolebinding" => "ops",
+            "quota" => "10",
+            "priorityclass" => "1000",
+            "poddisruptionbudget" => "1",
+            "ingress" => "shop.example",
+            "service" => "8080",
+            _ => "5",
+        };
+        ensure!(shown == expected, "{args:?}: {shown}");
+    }
     stop(server)
 }
 

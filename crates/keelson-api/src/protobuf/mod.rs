@@ -7,6 +7,8 @@
 //! decoded message; anything left over is refused (never silently dropped), so a kind or
 //! field not handled here yet fails with a clear error and the client can send JSON.
 
+mod more;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
@@ -488,6 +490,10 @@ fn deployment(mut d: k8s_pb::api::apps::v1::Deployment) -> Result<Value> {
     Ok(out)
 }
 
+fn decode_raw<T: Message + Default>(raw: &[u8]) -> Result<T> {
+    T::decode(raw).map_err(malformed)
+}
+
 /// Decodes a protobuf request body into the object's JSON form.
 pub fn decode(body: &[u8]) -> Result<Value> {
     let rest = body.strip_prefix(MAGIC).ok_or_else(|| {
@@ -520,6 +526,22 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         )?,
         ("v1", "ServiceAccount") => {
             service_account(core::ServiceAccount::decode(raw.as_slice()).map_err(malformed)?)?
+        }
+        ("v1", "Service") => more::service(decode_raw(&raw)?)?,
+        ("v1", "ResourceQuota") => more::resource_quota(decode_raw(&raw)?)?,
+        ("batch/v1", "Job") => more::job(decode_raw(&raw)?)?,
+        ("batch/v1", "CronJob") => more::cron_job(decode_raw(&raw)?)?,
+        ("rbac.authorization.k8s.io/v1", "Role") => more::role(decode_raw(&raw)?)?,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => more::cluster_role(decode_raw(&raw)?)?,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => more::role_binding(decode_raw(&raw)?)?,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            more::cluster_role_binding(decode_raw(&raw)?)?
+        }
+        ("scheduling.k8s.io/v1", "PriorityClass") => more::priority_class(decode_raw(&raw)?)?,
+        ("policy/v1", "PodDisruptionBudget") => more::pod_disruption_budget(decode_raw(&raw)?)?,
+        ("networking.k8s.io/v1", "Ingress") => more::ingress(decode_raw(&raw)?)?,
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+            more::horizontal_pod_autoscaler(decode_raw(&raw)?)?
         }
         _ => {
             return Err(ProtobufError::Unsupported(format!(
