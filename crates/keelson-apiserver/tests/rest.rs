@@ -870,6 +870,46 @@ async fn openapi_and_field_validation() -> Result<()> {
                 .is_some_and(|m| m.contains("metadata.labelz")),
         "{patched:?}"
     );
+
+    // Fields given twice: named by path, refused when Strict, the last kept otherwise.
+    let twice = r#"{"kind": "ConfigMap", "metadata": {"name": "d", "name": "d"}, "data": {"a": "1", "a": "2"}}"#;
+    let strict = client
+        .post(&format!("{CMS}?fieldValidation=Strict"), twice)
+        .await?;
+    ensure!(
+        strict.code == 400
+            && strict.json()["message"]
+                == "strict decoding error: duplicate field \"metadata.name\", duplicate field \"data.a\"",
+        "{strict:?}"
+    );
+    ensure!(client.get(&format!("{CMS}/d")).await?.code == 404);
+    let kept = client.post(CMS, twice).await?;
+    ensure!(
+        kept.code == 201 && kept.json()["data"]["a"] == "2",
+        "{kept:?}"
+    );
+
+    // YAML bodies are read like JSON ones; bad YAML is a 400.
+    let yaml = [("Content-Type", "application/yaml")];
+    let created = client
+        .request(
+            "POST",
+            CMS,
+            &yaml,
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  n: \"1\"\n"),
+        )
+        .await?;
+    ensure!(
+        created.code == 201 && created.json()["data"]["n"] == "1",
+        "{created:?}"
+    );
+    let broken = client
+        .request("POST", CMS, &yaml, Some("metadata: [unclosed\n"))
+        .await?;
+    ensure!(
+        broken.code == 400 && broken.json()["kind"] == "Status",
+        "{broken:?}"
+    );
     server.stop().await
 }
 

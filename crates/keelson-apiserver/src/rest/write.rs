@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use keelson_api::Resource;
+use keelson_api::body::{self, Decoded};
 use keelson_api::meta::{format_timestamp, name_problem};
 use keelson_store::StoreError;
 use serde_json::{Value, json};
@@ -24,15 +25,23 @@ const RETRIES: usize = 16;
 
 /// Reads a JSON request body (the Python client sends no `Content-Type`).
 pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>, ApiError> {
+    Ok(read_object(headers, body)
+        .await?
+        .map(|decoded| decoded.value))
+}
+
+/// The body as an object (JSON, YAML, or protobuf), with the fields it gave twice.
+async fn read_object(headers: &HeaderMap, body: Body) -> Result<Option<Decoded>, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let protobuf = media == keelson_api::protobuf::CONTENT_TYPE;
-    if !protobuf && !matches!(media, "application/json" | "" | "*/*") {
+    let yaml = media == "application/yaml";
+    if !protobuf && !yaml && !matches!(media, "application/json" | "" | "*/*") {
         return Err(unknown_format(
-            "application/json, application/vnd.kubernetes.protobuf",
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf",
             media,
         ));
     }
@@ -54,14 +63,24 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>,
     if protobuf {
         use keelson_api::protobuf::{ProtobufError, decode};
         return match decode(&bytes) {
-            Ok(object) => Ok(Some(object)),
+            Ok(value) => Ok(Some(Decoded {
+                value,
+                duplicates: Vec::new(),
+            })),
             Err(error @ ProtobufError::Malformed(_)) => Err(bad_request(error.to_string())),
             Err(error @ ProtobufError::Unsupported(_)) => {
                 Err(unsupported_media_type(error.to_string()))
             }
         };
     }
-    serde_json::from_slice(&bytes)
+    if yaml {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| bad_request("the request body is not valid UTF-8 YAML"))?;
+        return body::from_yaml(text)
+            .map(Some)
+            .map_err(|e| bad_request(format!("the request body is not valid YAML: {e}")));
+    }
+    body::from_json(&bytes)
         .map(Some)
         .map_err(|e| bad_request(format!("the request body is not valid JSON: {e}")))
 }
@@ -143,13 +162,15 @@ async fn require_namespace(rest: &Rest, target: &Target) -> Result<(), ApiError>
     }
 }
 
-/// Applies `fieldValidation` (Strict, Warn — the default —, or Ignore) to `object`: unknown
-/// fields fail a Strict request and become warnings otherwise.
+/// Applies `fieldValidation` (Strict, Warn — the default —, or Ignore) to `object`: fields
+/// given twice in the body (`duplicates`) and unknown fields fail a Strict request and
+/// become warnings otherwise.
 fn check_fields(
     rest: &Rest,
     resource: &Resource,
     query: &Query,
     object: &Value,
+    duplicates: &[String],
 ) -> Result<Vec<String>, ApiError> {
     let mode = query.get("fieldValidation").unwrap_or("Warn");
     if !matches!(mode, "Strict" | "Warn" | "Ignore") {
@@ -160,11 +181,15 @@ fn check_fields(
     if mode == "Ignore" {
         return Ok(Vec::new());
     }
-    let unknown: Vec<String> = rest
-        .openapi
-        .unknown_fields(resource.group, resource.version, resource.kind, object)
-        .into_iter()
-        .map(|field| format!("unknown field \"{field}\""))
+    let unknown: Vec<String> = duplicates
+        .iter()
+        .map(|field| format!("duplicate field \"{field}\""))
+        .chain(
+            rest.openapi
+                .unknown_fields(resource.group, resource.version, resource.kind, object)
+                .into_iter()
+                .map(|field| format!("unknown field \"{field}\"")),
+        )
         .collect();
     if mode == "Strict" && !unknown.is_empty() {
         return Err(bad_request(format!(
@@ -221,12 +246,15 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let resource = &target.resource;
-    let mut object = read_body(headers, body)
+    let Decoded {
+        value: mut object,
+        duplicates,
+    } = read_object(headers, body)
         .await?
         .ok_or_else(|| bad_request("the request body is empty"))?;
     check_type(resource, &mut object)?;
     check_namespace(target, &mut object)?;
-    let warnings = check_fields(rest, resource, query, &object)?;
+    let warnings = check_fields(rest, resource, query, &object, &duplicates)?;
     let metadata = metadata_mut(&mut object)?;
     let given_name = metadata
         .get("name")
@@ -345,13 +373,16 @@ pub async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let object = read_body(headers, body)
+    let Decoded {
+        value: object,
+        duplicates,
+    } = read_object(headers, body)
         .await?
         .ok_or_else(|| bad_request("the request body is empty"))?;
     // A resourceVersion in the body is a precondition; without one the update is
     // unconditional.
     let precondition = resource_version(&object)?;
-    guaranteed_update(rest, target, query, part, |_| {
+    guaranteed_update(rest, target, query, part, &duplicates, |_| {
         Ok((object.clone(), precondition))
     })
     .await
@@ -417,7 +448,7 @@ pub async fn patch(
     } else {
         resource_kind
     };
-    guaranteed_update(rest, target, query, part, |old| {
+    guaranteed_update(rest, target, query, part, &[], |old| {
         let new = match kind {
             PatchKind::Json => {
                 let mut new = old.clone();
@@ -466,6 +497,7 @@ async fn guaranteed_update(
     target: &Target,
     query: &Query,
     part: Part,
+    duplicates: &[String],
     desired: impl Fn(&Value) -> Result<(Value, Option<i64>), ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = &target.resource;
@@ -483,7 +515,7 @@ async fn guaranteed_update(
         keelson_api::defaults::apply(resource.kind, &mut new);
         check_type(resource, &mut new)?;
         check_namespace(target, &mut new)?;
-        let warnings = check_fields(rest, resource, query, &new)?;
+        let warnings = check_fields(rest, resource, query, &new, duplicates)?;
         match str_field(&new, &["metadata", "name"]) {
             Some(given) if given != name => {
                 return Err(bad_request(format!(
