@@ -27,5 +27,6 @@ pub mod registry;
 pub mod selector;
 pub mod strategic;
 pub mod table;
+pub mod validation;
 
 pub use registry::{Registry, Resource, Scope, Subresource};

@@ -270,7 +270,9 @@ async fn generated_names_generation_and_dry_run() -> Result<()> {
     ensure!(a.starts_with("web-") && a.len() == 9 && a != b, "{a} {b}");
 
     let deploys = "/apis/apps/v1/namespaces/default/deployments";
-    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 1}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}});
     let created = client.post(deploys, &deploy.to_string()).await?.json();
     ensure!(created["metadata"]["generation"] == 1, "{created}");
     let mut labelled = created.clone();
@@ -719,7 +721,8 @@ async fn patches_of_every_kind() -> Result<()> {
     let client = server.client();
     let deploys = "/apis/apps/v1/namespaces/default/deployments";
     let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
-        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "app", "image": "nginx:1"}, {"name": "log", "image": "busybox"}]}}}});
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "nginx:1"}, {"name": "log", "image": "busybox"}]}}}});
     let created = client.post(deploys, &deploy.to_string()).await?.json();
     let patch = |kind: &'static str, body: Value| {
         let client = client.clone();
@@ -920,7 +923,8 @@ async fn status_and_scale_write_only_their_part() -> Result<()> {
     let client = server.client();
     let deploys = "/apis/apps/v1/namespaces/default/deployments";
     let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
         "status": {"replicas": 99}});
     let created = client.post(deploys, &deploy.to_string()).await?.json();
     ensure!(
@@ -1163,5 +1167,63 @@ async fn graceful_deletion_and_propagation_are_recorded() -> Result<()> {
     )
     .await?;
     ensure!(gone.code == 200 && client.get(&format!("{CMS}/kept")).await?.code == 404);
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_objects_are_422_with_a_cause_per_field() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    let mut deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app"}]}}}});
+    let refused = client.post(deploys, &deploy.to_string()).await?;
+    ensure!(refused.code == 422, "{refused:?}");
+    let status = refused.json();
+    ensure!(
+        status["reason"] == "Invalid"
+            && status["message"]
+                == "Deployment.apps \"web\" is invalid: [spec.replicas: Invalid value: -1: must be greater than or equal to 0, spec.template.spec.containers[0].image: Required value]",
+        "{status}"
+    );
+    ensure!(
+        status["details"]["causes"]
+            == json!([
+                {"reason": "FieldValueInvalid", "message": "Invalid value: -1: must be greater than or equal to 0", "field": "spec.replicas"},
+                {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.template.spec.containers[0].image"},
+            ]),
+        "{status}"
+    );
+    ensure!(
+        client.get(&format!("{deploys}/web")).await?.code == 404,
+        "nothing stored"
+    );
+
+    // Fixed, it is created; an update that breaks it is refused and changes nothing.
+    deploy["spec"]["replicas"] = json!(1);
+    deploy["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+    let created = client.post(deploys, &deploy.to_string()).await?;
+    ensure!(created.code == 201, "{created:?}");
+    let broken = client
+        .request(
+            "PATCH",
+            &format!("{deploys}/web"),
+            &[("Content-Type", "application/merge-patch+json")],
+            Some(r#"{"spec":{"template":{"metadata":{"labels":{"app":"other"}}}}}"#),
+        )
+        .await?;
+    ensure!(broken.code == 422, "{broken:?}");
+    ensure!(
+        broken.json()["details"]["causes"][0]["field"] == "spec.template.metadata.labels",
+        "{broken:?}"
+    );
+    let stored = client.get(&format!("{deploys}/web")).await?.json();
+    ensure!(
+        stored["spec"]["template"]["metadata"]["labels"]["app"] == "web",
+        "{stored}"
+    );
+    ensure!(rv(&stored) == rv(&created.json()));
     server.stop().await
 }

@@ -102,10 +102,50 @@ pub fn invalid(resource: &Resource, name: &str, field: &str, problem: &str) -> A
         }
     );
     let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
-    error.details = details(resource, name);
+    error.details = invalid_details(resource, name);
     if let Some(details) = error.details.as_mut() {
         details.causes =
             vec![json!({"reason": "FieldValueInvalid", "message": problem, "field": field})];
+    }
+    error
+}
+
+/// `details` of a 422: kube-apiserver names the kind there (`Deployment`), where other
+/// errors name the resource (`deployments`).
+fn invalid_details(resource: &Resource, name: &str) -> Option<Box<StatusDetails>> {
+    let mut details = details(resource, name)?;
+    details.kind = resource.kind.to_owned();
+    Some(details)
+}
+
+/// 422 for every field `validation` found wrong: `Kind.group "name" is invalid: [a, b]`
+/// (no brackets for one), one cause per field.
+pub fn invalid_fields(
+    resource: &Resource,
+    name: &str,
+    problems: &[keelson_api::validation::FieldError],
+) -> ApiError {
+    let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let summary = match listed.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let group = if resource.group.is_empty() {
+        String::new()
+    } else {
+        format!(".{}", resource.group)
+    };
+    let mut error = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{}{group} \"{name}\" is invalid: {summary}", resource.kind),
+    );
+    error.details = invalid_details(resource, name);
+    if let Some(details) = error.details.as_mut() {
+        details.causes = problems
+            .iter()
+            .map(|p| json!({"reason": p.reason, "message": p.detail, "field": p.field}))
+            .collect();
     }
     error
 }

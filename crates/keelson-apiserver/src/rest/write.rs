@@ -312,6 +312,10 @@ pub async fn create(
         object["metadata"]["name"] = json!(name);
         apply_defaults(resource, &name, &mut object);
         keelson_api::defaults::apply(resource.kind, &mut object);
+        let problems = keelson_api::validation::validate(resource.kind, &object);
+        if !problems.is_empty() {
+            return Err(object::invalid_fields(resource, &name, &problems));
+        }
         if query.dry_run() {
             return Ok(with_warnings(
                 object_response(StatusCode::CREATED, &object),
@@ -513,6 +517,10 @@ async fn guaranteed_update(
         let (new_view, precondition) = desired(&part.view(&old))?;
         let mut new = part.fold(resource, &old, new_view)?;
         keelson_api::defaults::apply(resource.kind, &mut new);
+        let problems = keelson_api::validation::validate(resource.kind, &new);
+        if !problems.is_empty() {
+            return Err(object::invalid_fields(resource, &name, &problems));
+        }
         check_type(resource, &mut new)?;
         check_namespace(target, &mut new)?;
         let warnings = check_fields(rest, resource, query, &new, duplicates)?;
