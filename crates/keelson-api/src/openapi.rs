@@ -20,6 +20,24 @@ use serde_json::{Map, Value, json};
 use crate::registry::{Registry, Resource};
 use crate::strategic::SCHEMA_MERGE_KEYS;
 
+/// What a walk of an object against its schema found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Problems {
+    /// Paths of fields the schema does not have.
+    pub unknown: Vec<String>,
+    pub wrong_types: Vec<WrongType>,
+}
+
+/// A value whose JSON type the schema does not allow.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WrongType {
+    pub path: String,
+    /// The Go type kube-apiserver would name (`int32`, `string`, `bool`, ...).
+    pub expected: String,
+    /// The JSON type given (`string`, `number`, `bool`, `array`, `object`).
+    pub found: &'static str,
+}
+
 /// The generated documents and the schemas behind them.
 pub struct OpenApi {
     /// Definitions by name (`io.k8s.api.apps.v1.Deployment`).
@@ -353,17 +371,22 @@ impl OpenApi {
         kind: &str,
         object: &Value,
     ) -> Vec<String> {
+        self.inspect(group, version, kind, object).unknown
+    }
+
+    /// Unknown fields and values of the wrong JSON type in `object`, per the kind's schema.
+    pub fn inspect(&self, group: &str, version: &str, kind: &str, object: &Value) -> Problems {
+        let mut problems = Problems::default();
         let Some(name) = self
             .kinds
             .get(&(group.to_owned(), version.to_owned(), kind.to_owned()))
         else {
-            return Vec::new();
+            return problems;
         };
-        let mut unknown = Vec::new();
         if let Some(schema) = self.definitions.get(name) {
-            self.walk(object, schema, String::new(), &mut unknown);
+            self.walk(object, schema, String::new(), &mut problems);
         }
-        unknown
+        problems
     }
 
     /// Follows `$ref` (directly or through a one-element `allOf`).
@@ -384,8 +407,42 @@ impl OpenApi {
         }
     }
 
-    fn walk(&self, value: &Value, schema: &Value, path: String, unknown: &mut Vec<String>) {
+    fn walk(&self, value: &Value, schema: &Value, path: String, problems: &mut Problems) {
         let schema = self.resolve(schema);
+        if let Some(expected) = schema.get("type").and_then(Value::as_str) {
+            let fits = match (expected, value) {
+                (_, Value::Null) => true,
+                ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
+                ("number", Value::Number(_))
+                | ("string", Value::String(_))
+                | ("boolean", Value::Bool(_))
+                | ("object", Value::Object(_))
+                | ("array", Value::Array(_)) => true,
+                _ => false,
+            };
+            if !fits {
+                let go_type = match (expected, schema.get("format").and_then(Value::as_str)) {
+                    ("integer", Some(format)) => format.to_owned(),
+                    ("integer", None) => "int64".to_owned(),
+                    ("number", _) => "float64".to_owned(),
+                    ("boolean", _) => "bool".to_owned(),
+                    (other, _) => other.to_owned(),
+                };
+                let found = match value {
+                    Value::String(_) => "string",
+                    Value::Number(_) => "number",
+                    Value::Bool(_) => "bool",
+                    Value::Array(_) => "array",
+                    _ => "object",
+                };
+                problems.wrong_types.push(WrongType {
+                    path,
+                    expected: go_type,
+                    found,
+                });
+                return;
+            }
+        }
         match value {
             Value::Object(map) => {
                 let properties = schema.get("properties").and_then(Value::as_object);
@@ -401,15 +458,15 @@ impl OpenApi {
                         format!("{path}.{key}")
                     };
                     match properties.and_then(|p| p.get(key)).or(additional) {
-                        Some(child_schema) => self.walk(child, child_schema, child_path, unknown),
-                        None => unknown.push(child_path),
+                        Some(child_schema) => self.walk(child, child_schema, child_path, problems),
+                        None => problems.unknown.push(child_path),
                     }
                 }
             }
             Value::Array(items) => {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.walk(item, item_schema, format!("{path}[{i}]"), unknown);
+                        self.walk(item, item_schema, format!("{path}[{i}]"), problems);
                     }
                 }
             }

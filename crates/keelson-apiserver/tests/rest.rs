@@ -1200,6 +1200,21 @@ async fn invalid_objects_are_422_with_a_cause_per_field() -> Result<()> {
         client.get(&format!("{deploys}/web")).await?.code == 404,
         "nothing stored"
     );
+    // A value of the wrong type cannot be decoded: 400, whatever fieldValidation says.
+    let mut typed = deploy.clone();
+    typed["spec"]["replicas"] = json!("three");
+    let refused = client
+        .post(
+            &format!("{deploys}?fieldValidation=Ignore"),
+            &typed.to_string(),
+        )
+        .await?;
+    ensure!(
+        refused.code == 400
+            && refused.json()["message"]
+                == "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field Deployment.spec.replicas of type int32",
+        "{refused:?}"
+    );
 
     // Fixed, it is created; an update that breaks it is refused and changes nothing.
     deploy["spec"]["replicas"] = json!(1);

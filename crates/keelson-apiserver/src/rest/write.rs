@@ -178,6 +178,20 @@ fn check_fields(
             "fieldValidation: Unsupported value: \"{mode}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
         )));
     }
+    let problems = rest
+        .openapi
+        .inspect(resource.group, resource.version, resource.kind, object);
+    // A value of the wrong type cannot be decoded at all, whatever the mode.
+    if let Some(wrong) = problems.wrong_types.first() {
+        return Err(bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {found} into Go struct field {kind}.{path} of type {expected}",
+            kind = resource.kind,
+            version = resource.version,
+            found = wrong.found,
+            path = wrong.path,
+            expected = wrong.expected,
+        )));
+    }
     if mode == "Ignore" {
         return Ok(Vec::new());
     }
@@ -185,8 +199,8 @@ fn check_fields(
         .iter()
         .map(|field| format!("duplicate field \"{field}\""))
         .chain(
-            rest.openapi
-                .unknown_fields(resource.group, resource.version, resource.kind, object)
+            problems
+                .unknown
                 .into_iter()
                 .map(|field| format!("unknown field \"{field}\"")),
         )
