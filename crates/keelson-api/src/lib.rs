@@ -16,6 +16,7 @@
 //!   check behind `fieldValidation`;
 //! * `protobuf.rs` — Kubernetes protobuf request bodies (kubectl's imperative `create`) to JSON.
 
+pub mod apply;
 pub mod body;
 pub mod defaults;
 pub mod discovery;

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 /// How a list field merges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListStrategy {
+pub(crate) enum ListStrategy {
     /// Elements are maps identified by this key.
     ByKey(&'static str),
     /// A set of primitives.
@@ -202,7 +202,7 @@ pub const SCHEMA_MERGE_KEYS: &[SchemaMergeKey] = &[
 
 /// The strategy of list `field` inside the object reached by `path` (field names from the
 /// root, list elements skipped), for objects of `kind`.
-fn strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
+pub(crate) fn strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
     let parent = path.last().map(String::as_str);
     match field {
         "containers"

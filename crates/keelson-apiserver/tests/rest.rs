@@ -1242,3 +1242,81 @@ async fn invalid_objects_are_422_with_a_cause_per_field() -> Result<()> {
     ensure!(rv(&stored) == rv(&created.json()));
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_creates_merges_and_tracks_owners() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let apply = |name: &str, manager: &str, force: bool, body: String| {
+        let client = client.clone();
+        let path = format!("{CMS}/{name}?fieldManager={manager}&force={force}");
+        async move {
+            client
+                .request(
+                    "PATCH",
+                    &path,
+                    &[("Content-Type", "application/apply-patch+yaml")],
+                    Some(&body),
+                )
+                .await
+        }
+    };
+    // Missing: created (YAML body), owned by the applier.
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  labels:\n    team: a\ndata:\n  mode: fast\n  level: \"3\"\n";
+    let created = apply("app", "alice", false, yaml.into()).await?;
+    ensure!(created.code == 201, "{created:?}");
+    let created = created.json();
+    ensure!(
+        created["metadata"]["managedFields"][0]["manager"] == "alice"
+            && created["metadata"]["managedFields"][0]["operation"] == "Apply"
+            && created["metadata"]["managedFields"][0]["fieldsV1"]["f:data"]
+                == json!({"f:mode": {}, "f:level": {}}),
+        "{created}"
+    );
+    // Applied again without `level`: alice's field goes; an unrelated edit stays.
+    let edited = client
+        .request(
+            "PATCH",
+            &format!("{CMS}/app"),
+            &[("Content-Type", "application/merge-patch+json")],
+            Some(r#"{"data":{"extra":"kept"}}"#),
+        )
+        .await?;
+    ensure!(edited.code == 200, "{edited:?}");
+    let json_body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "labels": {"team": "a"}}, "data": {"mode": "slow"}});
+    let again = apply("app", "alice", false, json_body.to_string()).await?;
+    ensure!(again.code == 200, "{again:?}");
+    ensure!(
+        again.json()["data"] == json!({"mode": "slow", "extra": "kept"}),
+        "{again:?}"
+    );
+    // Another applier changing alice's field: 409 naming it, unless forced.
+    let bob = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}, "data": {"mode": "turbo"}});
+    let refused = apply("app", "bob", false, bob.to_string()).await?;
+    ensure!(refused.code == 409, "{refused:?}");
+    let status = refused.json();
+    ensure!(
+        status["message"]
+            == "Apply failed with 1 conflict: conflict with \"alice\" using v1: .data.mode"
+            && status["details"]["causes"][0]["reason"] == "FieldManagerConflict"
+            && status["details"]["causes"][0]["field"] == ".data.mode",
+        "{status}"
+    );
+    let forced = apply("app", "bob", true, bob.to_string()).await?;
+    ensure!(
+        forced.code == 200 && forced.json()["data"]["mode"] == "turbo",
+        "{forced:?}"
+    );
+    // Without a field manager: refused.
+    let anonymous = client
+        .request(
+            "PATCH",
+            &format!("{CMS}/app"),
+            &[("Content-Type", "application/apply-patch+yaml")],
+            Some("data: {a: b}"),
+        )
+        .await?;
+    ensure!(anonymous.code == 400, "{anonymous:?}");
+    server.stop().await
+}

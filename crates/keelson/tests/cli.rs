@@ -861,6 +861,33 @@ fn kubectl_describes_waits_watches_and_dry_runs() -> Result<()> {
     );
     ensure!(bindings.contains("ClusterRole/view"), "{bindings}");
 
+    // Server-side apply: created, then updated, fields dropped from the file removed.
+    let ssa = dir.path().join("ssa.yaml");
+    let manifest = |data: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: ops\ndata:\n{data}"
+        )
+    };
+    std::fs::write(&ssa, manifest("  a: \"1\"\n  b: \"2\"\n"))?;
+    let path = ssa.to_str().context("path")?;
+    let out = kube.run(&["apply", "--server-side", "-f", path])?;
+    ensure!(out.contains("configmap/ssa serverside-applied"), "{out}");
+    std::fs::write(&ssa, manifest("  a: \"10\"\n"))?;
+    kube.run(&["apply", "--server-side", "-f", path])?;
+    let data = kube.run(&["get", "cm", "ssa", "-n", "ops", "-o", "jsonpath={.data}"])?;
+    ensure!(data == r#"{"a":"10"}"#, "{data}");
+    let managers = kube.run(&[
+        "get",
+        "cm",
+        "ssa",
+        "-n",
+        "ops",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ])?;
+    ensure!(managers == "kubectl", "{managers}");
+
     // Every imperative create kubectl sends as protobuf is read whole.
     for (args, check) in [
         (

@@ -259,16 +259,24 @@ pub async fn create(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let resource = &target.resource;
-    let Decoded {
-        value: mut object,
-        duplicates,
-    } = read_object(headers, body)
+    let Decoded { value, duplicates } = read_object(headers, body)
         .await?
         .ok_or_else(|| bad_request("the request body is empty"))?;
+    create_object(rest, target, query, value, &duplicates).await
+}
+
+/// Creates `object` (as read from a body, or built by server-side apply).
+async fn create_object(
+    rest: &Rest,
+    target: &Target,
+    query: &Query,
+    mut object: Value,
+    duplicates: &[String],
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
     check_type(resource, &mut object)?;
     check_namespace(target, &mut object)?;
-    let warnings = check_fields(rest, resource, query, &object, &duplicates)?;
+    let warnings = check_fields(rest, resource, query, &object, duplicates)?;
     let metadata = metadata_mut(&mut object)?;
     let given_name = metadata
         .get("name")
@@ -439,9 +447,12 @@ pub async fn patch(
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
         "application/strategic-merge-patch+json" => PatchKind::Strategic,
+        "application/apply-patch+yaml" => {
+            return server_side_apply(rest, target, part, query, body).await;
+        }
         other => {
             return Err(unknown_format(
-                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
                 &format!("{other:?}"),
             ));
         }
@@ -507,6 +518,118 @@ pub async fn patch(
     .await
 }
 
+/// Server-side apply: the applier's configuration merged into the object (created when
+/// missing), its fields recorded in `managedFields` (see `keelson_api::apply`).
+async fn server_side_apply(
+    rest: &Rest,
+    target: &Target,
+    part: Part,
+    query: &Query,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let resource = target.resource.clone();
+    let name = target.name.clone().unwrap_or_default();
+    let manager = query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad_request("fieldManager: Required value: is required for apply patch"))?
+        .to_owned();
+    let mut yaml = HeaderMap::new();
+    yaml.insert(
+        header::CONTENT_TYPE,
+        "application/yaml"
+            .parse()
+            .map_err(|_| ApiError::internal("header"))?,
+    );
+    let Decoded {
+        mut value,
+        duplicates,
+    } = read_object(&yaml, body)
+        .await?
+        .ok_or_else(|| bad_request("the applied configuration is empty"))?;
+    check_type(&resource, &mut value)?;
+    match str_field(&value, &["metadata", "name"]) {
+        Some(given) if given != name => {
+            return Err(bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            metadata_mut(&mut value)?.insert("name".into(), json!(name));
+        }
+    }
+    let time = format_timestamp(now());
+    let version = resource.group_version();
+    let applier = |force| keelson_api::apply::Applier {
+        manager: &manager,
+        api_version: &version,
+        force,
+        time: &time,
+    };
+    let force = query.flag("force");
+    let to_error = |error: keelson_api::apply::ApplyError| match error {
+        keelson_api::apply::ApplyError::Invalid(message) => bad_request(message),
+        keelson_api::apply::ApplyError::Conflicts(conflicts) => {
+            apply_conflicts(&resource, &name, &conflicts)
+        }
+    };
+    let exists = match rest.store.get(&target.key(&name), None).await {
+        Ok(found) => found.is_some(),
+        Err(error) => return Err(object::internal(error)),
+    };
+    if !exists && part == Part::Main {
+        let object = keelson_api::apply::apply(resource.kind, None, &value, &applier(force))
+            .map_err(to_error)?;
+        return create_object(rest, target, query, object, &duplicates).await;
+    }
+    guaranteed_update(rest, target, query, part, &duplicates, |old| {
+        let new = keelson_api::apply::apply(resource.kind, Some(old), &value, &applier(force))
+            .map_err(to_error)?;
+        Ok((new, None))
+    })
+    .await
+}
+
+/// 409 for fields another manager owns: `Apply failed with N conflicts: ...`.
+fn apply_conflicts(
+    resource: &Resource,
+    name: &str,
+    conflicts: &[keelson_api::apply::Conflict],
+) -> ApiError {
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "conflict with \"{}\" using {}: {}",
+                c.manager, c.api_version, c.field
+            )
+        })
+        .collect();
+    let noun = if conflicts.len() == 1 {
+        "conflict"
+    } else {
+        "conflicts"
+    };
+    let mut error = conflict(resource, name);
+    error.message = format!(
+        "Apply failed with {} {noun}: {}",
+        conflicts.len(),
+        lines.join("\n")
+    );
+    if let Some(details) = error.details.as_mut() {
+        details.causes = conflicts
+            .iter()
+            .map(|c| {
+                json!({"reason": "FieldManagerConflict",
+                    "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                    "field": c.field})
+            })
+            .collect();
+    }
+    error
+}
+
 /// Reads the object, computes the new state of `part` of it with `desired` (which may name
 /// a `resourceVersion` precondition), and writes it guarded by the revision it read; a lost
 /// race is retried when there is no precondition. Answers with `part`'s view.
@@ -530,6 +653,12 @@ async fn guaranteed_update(
         let old = decode(&current)?;
         let (new_view, precondition) = desired(&part.view(&old))?;
         let mut new = part.fold(resource, &old, new_view)?;
+        // An update that leaves managedFields out keeps them, as kube-apiserver does.
+        if new["metadata"].get("managedFields").is_none()
+            && let Some(managed) = old["metadata"].get("managedFields")
+        {
+            new["metadata"]["managedFields"] = managed.clone();
+        }
         keelson_api::defaults::apply(resource.kind, &mut new);
         let problems = keelson_api::validation::validate(resource.kind, &new);
         if !problems.is_empty() {
