@@ -18,6 +18,7 @@
 
 pub mod apply;
 pub mod body;
+pub mod conversion;
 pub mod defaults;
 pub mod discovery;
 pub mod fields;

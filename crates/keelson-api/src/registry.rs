@@ -118,6 +118,11 @@ impl Resource {
         self.kind.to_ascii_lowercase()
     }
 
+    /// How this version converts to the stored form, when it differs.
+    pub fn conversion(&self) -> Option<crate::conversion::Conversion> {
+        crate::conversion::Conversion::of(self.group, self.version, self.kind)
+    }
+
     pub fn namespaced(&self) -> bool {
         self.scope == Scope::Namespaced
     }

@@ -218,7 +218,17 @@ impl Client {
         }
         let body = body.unwrap_or_default();
         request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        tls.write_all(request.as_bytes()).await?;
+        match tls.write_all(request.as_bytes()).await {
+            Ok(()) => {}
+            // The server may answer (413) and close before taking the whole body: the
+            // answer is still there to read.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => return Err(e),
+        }
         Ok(BufReader::new(tls))
     }
 }

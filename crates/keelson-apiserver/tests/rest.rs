@@ -1320,3 +1320,93 @@ async fn server_side_apply_creates_merges_and_tracks_owners() -> Result<()> {
     ensure!(anonymous.code == 400, "{anonymous:?}");
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_sharing_storage_convert() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let v1 = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
+    let v2 = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+    let mut watch_v1 = client.watch(&format!("{v1}?watch=true"), &[]).await?;
+    let hpa = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80}});
+    let created = client.post(v1, &hpa.to_string()).await?;
+    ensure!(created.code == 201, "{created:?}");
+    ensure!(
+        created.json()["spec"]["targetCPUUtilizationPercentage"] == 80,
+        "{created:?}"
+    );
+    let as_v2 = client.get(&format!("{v2}/web")).await?.json();
+    ensure!(
+        as_v2["apiVersion"] == "autoscaling/v2"
+            && as_v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 80,
+        "{as_v2}"
+    );
+    let listed = client.get(v1).await?.json();
+    ensure!(
+        listed["items"][0]["apiVersion"] == "autoscaling/v1"
+            && listed["items"][0]["spec"]["targetCPUUtilizationPercentage"] == 80,
+        "{listed}"
+    );
+    let e = next_event(&mut watch_v1).await?;
+    ensure!(
+        e["object"]["spec"]["targetCPUUtilizationPercentage"] == 80,
+        "{e}"
+    );
+    // A v2 change shows through v1, and what v1 cannot say survives a v1 update.
+    let mut changed = as_v2.clone();
+    changed["spec"]["metrics"] = json!([
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}]);
+    ensure!(
+        client
+            .put(&format!("{v2}/web"), &changed.to_string())
+            .await?
+            .code
+            == 200
+    );
+    let mut through_v1 = client.get(&format!("{v1}/web")).await?.json();
+    ensure!(
+        through_v1["spec"]["targetCPUUtilizationPercentage"] == 60,
+        "{through_v1}"
+    );
+    through_v1["spec"]["maxReplicas"] = json!(7);
+    let updated = client
+        .put(&format!("{v1}/web"), &through_v1.to_string())
+        .await?;
+    ensure!(updated.code == 200, "{updated:?}");
+    let after = client.get(&format!("{v2}/web")).await?.json();
+    ensure!(
+        after["spec"]["maxReplicas"] == 7
+            && after["spec"]["metrics"].as_array().map(Vec::len) == Some(2),
+        "{after}"
+    );
+
+    // events.k8s.io Events are core Events.
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "keelson", "reportingInstance": "n1",
+        "action": "Scale", "reason": "Scaled", "type": "Normal", "note": "scaled up",
+        "regarding": {"kind": "Deployment", "name": "web", "namespace": "default"}});
+    let created = client
+        .post(
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            &event.to_string(),
+        )
+        .await?;
+    ensure!(created.code == 201, "{created:?}");
+    let core = client
+        .get("/api/v1/namespaces/default/events/web.1")
+        .await?
+        .json();
+    ensure!(
+        core["message"] == "scaled up" && core["involvedObject"]["name"] == "web",
+        "{core}"
+    );
+    let new_style = client
+        .get("/apis/events.k8s.io/v1/namespaces/default/events")
+        .await?
+        .json();
+    ensure!(new_style["items"][0]["note"] == "scaled up", "{new_style}");
+    server.stop().await
+}

@@ -703,6 +703,16 @@ fn kubectl_describes_waits_watches_and_dry_runs() -> Result<()> {
             "{expected:?} in:\n{described}"
         );
     }
+    let as_json: serde_json::Value = serde_json::from_str(&kube.run(&[
+        "get",
+        "configmap",
+        "conf",
+        "-n",
+        "ops",
+        "-o",
+        "json",
+    ])?)?;
+    ensure!(as_json["data"]["mode"] == "fast", "{as_json}");
     let described = kube.run(&["describe", "configmap", "conf", "-n", "ops"])?;
     ensure!(described.contains("mode:\n----\nfast"), "{described}");
 

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::object::{self, bad_request, decode, expired, not_found};
 use super::part::Part;
 use super::target::resource_prefix;
+use super::write::served;
 use super::{Query, Rest, Target, object_response};
 use crate::cache::{Cached, WatchCache};
 use crate::status::ApiError;
@@ -22,7 +23,10 @@ use crate::status::ApiError;
 pub async fn get(rest: &Rest, target: &Target, part: Part) -> Result<Response, ApiError> {
     let name = target.name.as_deref().unwrap_or_default();
     match rest.store.get(&target.key(name), None).await {
-        Ok(Some(kv)) => Ok(object_response(StatusCode::OK, &part.view(&decode(&kv)?))),
+        Ok(Some(kv)) => Ok(object_response(
+            StatusCode::OK,
+            &part.view(&served(&target.resource, decode(&kv)?)),
+        )),
         Ok(None) => Err(not_found(&target.resource, name)),
         Err(error) => Err(object::internal(error)),
     }
@@ -254,9 +258,9 @@ enum Items {
 }
 
 impl Items {
-    fn values(&self) -> Result<Vec<Value>, ApiError> {
+    fn values(self) -> Result<Vec<Value>, ApiError> {
         match self {
-            Items::Stored(values) => Ok(values.clone()),
+            Items::Stored(values) => Ok(values),
             Items::Cached(objects) => objects
                 .iter()
                 .map(|o| o.value().map_err(|e| ApiError::internal(e.to_string())))
@@ -345,6 +349,18 @@ pub async fn list(
                 )
             }
         };
+    // A version stored in another form is converted item by item.
+    let items = if target.resource.conversion().is_some() {
+        Items::Stored(
+            items
+                .values()?
+                .into_iter()
+                .map(|item| served(&target.resource, item))
+                .collect(),
+        )
+    } else {
+        items
+    };
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(token) = &continue_token {
         metadata["continue"] = json!(token);

@@ -67,9 +67,10 @@ impl Target {
     }
 }
 
-/// `/registry/{group}/{plural}/`, with `core` for the core group.
+/// `/registry/{group}/{plural}/`, with `core` for the core group (and for `events.k8s.io`).
 pub fn resource_prefix(resource: &Resource) -> String {
-    let group = if resource.group.is_empty() {
+    // `events.k8s.io` Events are core Events in another form: one store for both.
+    let group = if resource.group.is_empty() || resource.group == "events.k8s.io" {
         "core"
     } else {
         resource.group

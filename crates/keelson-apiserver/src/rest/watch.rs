@@ -36,6 +36,7 @@ use super::target::resource_prefix;
 use super::{Query, Rest, Target};
 use crate::cache::{Cached, Change, ChangeKind, ResourceCache, Subscription, WatchCache};
 use crate::status::ApiError;
+use keelson_api::conversion::Conversion;
 
 /// How long a watch lasts without `timeoutSeconds` (kube-apiserver picks 30–60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -44,12 +45,24 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 struct Encoder {
     kind: &'static str,
     api_version: String,
+    /// Set when the watched version is stored in another form.
+    conversion: Option<Conversion>,
     table: Option<table::IncludeObject>,
     sent_columns: bool,
 }
 
 impl Encoder {
     fn event(&mut self, kind: &str, object: &Value) -> Bytes {
+        let converted;
+        let object = match self.conversion {
+            Some(conversion) if kind != "BOOKMARK" && kind != "ERROR" => {
+                let mut copy = object.clone();
+                keelson_api::conversion::from_storage(conversion, &mut copy);
+                converted = copy;
+                &converted
+            }
+            _ => object,
+        };
         let object = match self.table {
             Some(include) if kind != "BOOKMARK" && kind != "ERROR" => {
                 let row = table::row(self.kind, object, include, object::now());
@@ -67,7 +80,7 @@ impl Encoder {
 
     /// The event for a cached object: its JSON is copied as it is, never re-encoded.
     fn cached(&mut self, kind: &str, object: &Cached) -> Bytes {
-        if self.table.is_some() {
+        if self.table.is_some() || self.conversion.is_some() {
             return match object.value() {
                 Ok(value) => self.event(kind, &value),
                 Err(error) => self.event(
@@ -137,6 +150,7 @@ async fn start(
     let encoder = Encoder {
         kind: target.resource.kind,
         api_version: target.resource.group_version(),
+        conversion: target.resource.conversion(),
         table: table::wants_table(accept)
             .then(|| table::IncludeObject::parse(query.get("includeObject"))),
         sent_columns: false,

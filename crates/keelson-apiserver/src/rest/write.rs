@@ -277,6 +277,9 @@ async fn create_object(
     check_type(resource, &mut object)?;
     check_namespace(target, &mut object)?;
     let warnings = check_fields(rest, resource, query, &object, duplicates)?;
+    if let Some(conversion) = resource.conversion() {
+        keelson_api::conversion::to_storage(conversion, &mut object);
+    }
     let metadata = metadata_mut(&mut object)?;
     let given_name = metadata
         .get("name")
@@ -340,7 +343,7 @@ async fn create_object(
         }
         if query.dry_run() {
             return Ok(with_warnings(
-                object_response(StatusCode::CREATED, &object),
+                object_response(StatusCode::CREATED, &served(resource, object)),
                 &warnings,
             ));
         }
@@ -348,7 +351,7 @@ async fn create_object(
             Ok(revision) => {
                 set_resource_version(&mut object, revision);
                 return Ok(with_warnings(
-                    object_response(StatusCode::CREATED, &object),
+                    object_response(StatusCode::CREATED, &served(resource, object)),
                     &warnings,
                 ));
             }
@@ -518,6 +521,14 @@ pub async fn patch(
     .await
 }
 
+/// A stored object in the version the client asked for.
+pub fn served(resource: &Resource, mut object: Value) -> Value {
+    if let Some(conversion) = resource.conversion() {
+        keelson_api::conversion::from_storage(conversion, &mut object);
+    }
+    object
+}
+
 /// Server-side apply: the applier's configuration merged into the object (created when
 /// missing), its fields recorded in `managedFields` (see `keelson_api::apply`).
 async fn server_side_apply(
@@ -650,7 +661,9 @@ async fn guaranteed_update(
             Ok(None) => return Err(not_found(resource, &name)),
             Err(error) => return Err(object::internal(error)),
         };
-        let old = decode(&current)?;
+        let stored_old = decode(&current)?;
+        // The client works on the version it asked for; the store keeps the stored form.
+        let old = served(resource, stored_old.clone());
         let (new_view, precondition) = desired(&part.view(&old))?;
         let mut new = part.fold(resource, &old, new_view)?;
         // An update that leaves managedFields out keeps them, as kube-apiserver does.
@@ -658,11 +671,6 @@ async fn guaranteed_update(
             && let Some(managed) = old["metadata"].get("managedFields")
         {
             new["metadata"]["managedFields"] = managed.clone();
-        }
-        keelson_api::defaults::apply(resource.kind, &mut new);
-        let problems = keelson_api::validation::validate(resource.kind, &new);
-        if !problems.is_empty() {
-            return Err(object::invalid_fields(resource, &name, &problems));
         }
         check_type(resource, &mut new)?;
         check_namespace(target, &mut new)?;
@@ -676,11 +684,19 @@ async fn guaranteed_update(
             Some(_) => {}
             None => new["metadata"]["name"] = json!(name),
         }
+        if let Some(conversion) = resource.conversion() {
+            keelson_api::conversion::to_storage(conversion, &mut new);
+        }
+        keelson_api::defaults::apply(resource.kind, &mut new);
+        let problems = keelson_api::validation::validate(resource.kind, &new);
+        if !problems.is_empty() {
+            return Err(object::invalid_fields(resource, &name, &problems));
+        }
         if precondition.is_some_and(|rv| rv != current.mod_revision) {
             return Err(conflict(resource, &name));
         }
         set_resource_version(&mut new, current.mod_revision);
-        keep_server_fields(&old, &mut new);
+        keep_server_fields(&stored_old, &mut new);
         let finalized = new["metadata"].get("deletionTimestamp").is_some()
             && new["metadata"]["finalizers"]
                 .as_array()
@@ -691,10 +707,10 @@ async fn guaranteed_update(
                 .delete(&key, current.mod_revision)
                 .await
                 .map(|_| None)
-        } else if new == old || query.dry_run() {
+        } else if new == stored_old || query.dry_run() {
             // Nothing changed (or nothing may): no write, no new resourceVersion.
             return Ok(with_warnings(
-                object_response(StatusCode::OK, &part.view(&new)),
+                object_response(StatusCode::OK, &part.view(&served(resource, new))),
                 &warnings,
             ));
         } else {
@@ -709,7 +725,7 @@ async fn guaranteed_update(
                     set_resource_version(&mut new, revision);
                 }
                 return Ok(with_warnings(
-                    object_response(StatusCode::OK, &part.view(&new)),
+                    object_response(StatusCode::OK, &part.view(&served(resource, new))),
                     &warnings,
                 ));
             }
@@ -1013,7 +1029,10 @@ pub async fn delete(
         &options,
     )
     .await?;
-    Ok(object_response(StatusCode::OK, &object))
+    Ok(object_response(
+        StatusCode::OK,
+        &served(&target.resource, object),
+    ))
 }
 
 pub async fn delete_collection(
@@ -1040,7 +1059,7 @@ pub async fn delete_collection(
         )
         .await
         {
-            Ok(object) => deleted.push(object),
+            Ok(object) => deleted.push(served(&target.resource, object)),
             // Gone meanwhile: nothing to do.
             Err(error) if error.code == StatusCode::NOT_FOUND => {}
             Err(error) => return Err(error),
