@@ -51,6 +51,8 @@ enum Op {
     Create,
     Get,
     Update,
+    /// A whole namespace of 1,000 config maps (`list1k`).
+    List,
 }
 
 /// `clients` tasks doing `op` through the API for `run`; returns sorted latencies.
@@ -93,6 +95,7 @@ async fn api_phase(
                         )
                         .await?
                     }
+                    Op::List => conn.request("GET", &base, None, None).await?,
                     Op::Update => {
                         let mut current = match object.take() {
                             Some(o) => o,
@@ -162,6 +165,11 @@ async fn store_phase(
                     }
                     Op::Update => {
                         rev = store.update(&key, value.clone(), rev).await?;
+                    }
+                    Op::List => {
+                        store
+                            .list("/registry/core/configmaps/list1k/", Default::default())
+                            .await?;
                     }
                 }
                 latencies.push(started.elapsed());
@@ -261,7 +269,7 @@ async fn run() -> Result<()> {
         },
     );
 
-    for ns in ["small", "large", "watched", "paced", "pods", "created"] {
+    for ns in ["small", "large", "list1k", "watched", "paced", "pods", "created"] {
         create_namespace(&client, ns).await?;
     }
     // Memory: 10,000 pods (about 1.5 KiB of JSON each) stored.
@@ -304,6 +312,7 @@ async fn run() -> Result<()> {
         after / 1024
     );
     populate(&client, "small", 1000).await?;
+    populate(&client, "list1k", 1000).await?;
     // Lists: 1k and 10k objects, one request each, median of several, on a quiet server
     // (before the write phases).
     populate(&client, "large", 10_000).await?;
@@ -354,10 +363,12 @@ async fn run() -> Result<()> {
         ("create", Op::Create),
         ("get", Op::Get),
         ("update", Op::Update),
+        ("list 1k", Op::List),
     ] {
         for clients in [1, 16, 64] {
             let tag = format!("{name}-{clients}");
-            let api = api_phase(&client, "small", op, clients, run, &tag).await?;
+            let ns = if op == Op::List { "list1k" } else { "small" };
+            let api = api_phase(&client, ns, op, clients, run, &tag).await?;
             let anchor = store_phase(&store, op, clients, run, &tag).await?;
             let (a50, a99, s50, s99) = (
                 percentile(&api, 0.5),
