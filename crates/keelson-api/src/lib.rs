@@ -25,6 +25,7 @@ pub mod fields;
 pub mod meta;
 pub mod openapi;
 pub mod protobuf;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

@@ -269,7 +269,9 @@ async fn run() -> Result<()> {
         },
     );
 
-    for ns in ["small", "large", "list1k", "watched", "paced", "pods", "created"] {
+    for ns in [
+        "small", "large", "list1k", "watched", "paced", "pods", "created",
+    ] {
         create_namespace(&client, ns).await?;
     }
     // Memory: 10,000 pods (about 1.5 KiB of JSON each) stored.

@@ -110,6 +110,7 @@ impl Client {
             .to_owned();
         let name = ServerName::try_from(host.clone()).map_err(invalid)?;
         let tcp = TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
         let tls = TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await?;

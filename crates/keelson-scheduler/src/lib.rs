@@ -1,0 +1,17 @@
+//! keelson's scheduler, as pure decisions: given a snapshot of the nodes (with the pods on
+//! them) and a pod, which node it goes to, or why none fits.
+//!
+//! The shape is the Kubernetes scheduler framework's: one small trait per extension point
+//! ([`Filter`], [`Score`]), a [`CycleState`] computed once per pod, and a [`Profile`] — the
+//! explicit, in-code registry of the plugins that run, in order. [`schedule`] runs one
+//! scheduling cycle; [`Snapshot::assume`] records a decision so the next cycle sees it
+//! (the Reserve step). Binding, the queue and the API watch live beside this, as IO.
+
+mod framework;
+pub mod plugins;
+mod resources;
+mod snapshot;
+
+pub use framework::{CycleState, Filter, FitError, Placement, Profile, Score, schedule};
+pub use resources::{Resources, pod_requests};
+pub use snapshot::{NodeInfo, Snapshot};

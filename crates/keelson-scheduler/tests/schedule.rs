@@ -1,0 +1,287 @@
+//! Scheduling decisions on hand-made and random clusters: what fits where, the reasons
+//! kubectl shows when nothing does, and (seeded random property) that no node is ever
+//! over-committed and no pod placed twice.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use keelson_scheduler::plugins::default_profile;
+use keelson_scheduler::{Resources, Snapshot, pod_requests, schedule};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+fn node(name: &str, cpu: &str, memory: &str, extra: Value) -> Node {
+    let mut node = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {}, "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}});
+    merge(&mut node, extra);
+    serde_json::from_value(node).expect("node")
+}
+
+fn pod(name: &str, cpu: &str, memory: &str, extra: Value) -> Pod {
+    let mut pod = json!({"metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}});
+    merge(&mut pod, extra);
+    serde_json::from_value(pod).expect("pod")
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (k, v) in extra {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+#[test]
+fn a_pod_too_big_for_every_node_says_why() {
+    let snapshot = Snapshot::new(
+        (0..3)
+            .map(|i| node(&format!("n{i}"), "1", "1Gi", json!({})))
+            .collect(),
+        [],
+    );
+    let error = schedule(
+        &default_profile(),
+        &snapshot,
+        &pod("big", "2", "100Mi", json!({})),
+    )
+    .expect_err("nothing fits");
+    assert_eq!(
+        error.to_string(),
+        "0/3 nodes are available: 3 Insufficient cpu."
+    );
+}
+
+#[test]
+fn each_node_passed_over_is_counted_under_its_reason() {
+    let snapshot = Snapshot::new(
+        vec![
+            node(
+                "cordoned",
+                "4",
+                "4Gi",
+                json!({"spec": {"unschedulable": true}}),
+            ),
+            node(
+                "gpu",
+                "4",
+                "4Gi",
+                json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+            ),
+            node("small", "4", "64Mi", json!({})),
+        ],
+        [],
+    );
+    let web = pod("web", "100m", "128Mi", json!({}));
+    let error = schedule(&default_profile(), &snapshot, &web).expect_err("nothing fits");
+    assert_eq!(
+        error.to_string(),
+        "0/3 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
+    );
+    // Tolerating the taint opens that node.
+    let tolerant = pod(
+        "web",
+        "100m",
+        "128Mi",
+        json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}}),
+    );
+    let placed = schedule(&default_profile(), &snapshot, &tolerant).expect("fits");
+    assert_eq!(placed.node, "gpu");
+}
+
+#[test]
+fn selectors_and_affinity_choose_the_node() {
+    let zone = |z: &str| json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z, "disk": if z == "a" { "ssd" } else { "hdd" }}}});
+    let snapshot = Snapshot::new(
+        vec![
+            node("a", "4", "4Gi", zone("a")),
+            node("b", "4", "4Gi", zone("b")),
+            node("c", "4", "4Gi", zone("c")),
+        ],
+        [],
+    );
+    let profile = default_profile();
+    let by_selector = pod(
+        "p",
+        "1",
+        "1Gi",
+        json!({"spec": {"nodeSelector": {"topology.kubernetes.io/zone": "b"}}}),
+    );
+    assert_eq!(
+        schedule(&profile, &snapshot, &by_selector)
+            .expect("fits")
+            .node,
+        "b"
+    );
+    let required = pod(
+        "p",
+        "1",
+        "1Gi",
+        json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "NotIn", "values": ["a", "b"]}]}]}}}}}),
+    );
+    assert_eq!(
+        schedule(&profile, &snapshot, &required).expect("fits").node,
+        "c"
+    );
+    let preferred = pod(
+        "p",
+        "1",
+        "1Gi",
+        json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}}),
+    );
+    assert_eq!(
+        schedule(&profile, &snapshot, &preferred)
+            .expect("fits")
+            .node,
+        "a"
+    );
+    let nowhere = pod(
+        "p",
+        "1",
+        "1Gi",
+        json!({"spec": {"nodeSelector": {"topology.kubernetes.io/zone": "z"}}}),
+    );
+    assert_eq!(
+        schedule(&profile, &snapshot, &nowhere)
+            .expect_err("no match")
+            .to_string(),
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    );
+}
+
+#[test]
+fn pods_spread_over_empty_nodes_and_host_ports_do_not_collide() {
+    let mut snapshot = Snapshot::new(
+        vec![
+            node("n0", "2", "4Gi", json!({})),
+            node("n1", "2", "4Gi", json!({})),
+        ],
+        [],
+    );
+    let profile = default_profile();
+    let mut placed = vec![];
+    for i in 0..4 {
+        let p = pod(&format!("p{i}"), "500m", "256Mi", json!({}));
+        let placement = schedule(&profile, &snapshot, &p).expect("fits");
+        placed.push(placement.node.clone());
+        snapshot.assume(p, placement.index);
+    }
+    placed.sort();
+    assert_eq!(placed, ["n0", "n0", "n1", "n1"], "least-allocated spreads");
+    let with_port = |name: &str| {
+        pod(
+            name,
+            "10m",
+            "10Mi",
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
+        )
+    };
+    let first = schedule(&profile, &snapshot, &with_port("h0")).expect("fits");
+    snapshot.assume(with_port("h0"), first.index);
+    let second = schedule(&profile, &snapshot, &with_port("h1")).expect("fits");
+    assert_ne!(first.node, second.node);
+    snapshot.assume(with_port("h1"), second.index);
+    assert_eq!(
+        schedule(&profile, &snapshot, &with_port("h2"))
+            .expect_err("ports taken")
+            .to_string(),
+        "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports."
+    );
+    let named = pod("pinned", "10m", "10Mi", json!({"spec": {"nodeName": "n1"}}));
+    assert_eq!(
+        schedule(&profile, &snapshot, &named).expect("fits").node,
+        "n1"
+    );
+}
+
+#[test]
+fn requests_count_init_containers_and_sidecars_as_kubernetes_does() {
+    let p = pod(
+        "p",
+        "100m",
+        "100Mi",
+        json!({"spec": {"initContainers": [
+            {"name": "setup", "image": "i", "resources": {"requests": {"cpu": "1", "memory": "10Mi"}}},
+            {"name": "proxy", "image": "i", "restartPolicy": "Always", "resources": {"requests": {"cpu": "200m", "memory": "50Mi"}}}]}}),
+    );
+    let requests = pod_requests(&p);
+    // max(1 cpu init, 100m + 200m sidecar) = 1 cpu; memory: 100Mi + 50Mi.
+    assert_eq!(requests.get("cpu"), 1000);
+    assert_eq!(requests.get("memory"), 150 * 1024 * 1024 * 1000);
+    assert_eq!(requests.pods, 1);
+}
+
+/// Seeded random clusters: every placement fits, no node goes over, every refusal is
+/// right (no node had room), and each pod is placed once.
+#[test]
+fn random_pods_never_over_commit_a_node() {
+    for seed in 0..20u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let nodes: Vec<Node> = (0..rng.random_range(1..8))
+            .map(|i| {
+                node(
+                    &format!("n{i}"),
+                    &format!("{}m", rng.random_range(500..4000)),
+                    &format!("{}Mi", rng.random_range(256..4096)),
+                    json!({"status": {"allocatable": {"pods": rng.random_range(1..12).to_string()}}}),
+                )
+            })
+            .collect();
+        let mut snapshot = Snapshot::new(nodes, []);
+        let profile = default_profile();
+        let mut placements: Vec<(String, usize)> = vec![];
+        for i in 0..60 {
+            let p = pod(
+                &format!("p{i}"),
+                &format!("{}m", rng.random_range(50..1500)),
+                &format!("{}Mi", rng.random_range(16..1024)),
+                json!({}),
+            );
+            let wanted = pod_requests(&p);
+            match schedule(&profile, &snapshot, &p) {
+                Ok(placement) => {
+                    placements.push((format!("p{i}"), placement.index));
+                    snapshot.assume(p, placement.index);
+                }
+                Err(error) => {
+                    for info in &snapshot.nodes {
+                        let mut after = info.requested.clone();
+                        after.add(&wanted);
+                        assert!(
+                            !fits(&after, &info.allocatable),
+                            "seed {seed}: {} had room for p{i} ({error})",
+                            info.name
+                        );
+                    }
+                }
+            }
+        }
+        for info in &snapshot.nodes {
+            assert!(
+                fits(&info.requested, &info.allocatable),
+                "seed {seed}: {} over-committed",
+                info.name
+            );
+        }
+        let mut names: Vec<&String> = placements.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            placements.len(),
+            "seed {seed}: a pod placed twice"
+        );
+    }
+}
+
+fn fits(used: &Resources, allocatable: &Resources) -> bool {
+    used.pods <= allocatable.pods
+        && used
+            .milli
+            .iter()
+            .all(|(name, amount)| *amount <= allocatable.get(name))
+}
