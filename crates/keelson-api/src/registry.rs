@@ -54,6 +54,15 @@ fn scale() -> Subresource {
     }
 }
 
+/// `binding` (pods): a `Binding` that assigns the pod to a node.
+fn binding() -> Subresource {
+    Subresource {
+        name: "binding",
+        response: ("", "v1", "Binding"),
+        verbs: &["create"],
+    }
+}
+
 /// Kinds with a status subresource, and those that also scale.
 const WITH_STATUS: &[&str] = &[
     "Namespace",
@@ -450,6 +459,9 @@ impl Registry {
                 if WITH_SCALE.contains(&r.kind) {
                     r.subresources.push(scale());
                 }
+                if r.kind == "Pod" && r.group.is_empty() {
+                    r.subresources.push(binding());
+                }
                 r
             })
             .collect();
@@ -542,7 +554,7 @@ mod tests {
                 .map(|r| r.subresources.iter().map(|s| s.name).collect::<Vec<_>>())
         };
         assert_eq!(subs("apps", "deployments"), Some(vec!["status", "scale"]));
-        assert_eq!(subs("", "pods"), Some(vec!["status"]));
+        assert_eq!(subs("", "pods"), Some(vec!["status", "binding"]));
         assert_eq!(subs("", "configmaps"), Some(vec![]));
     }
 

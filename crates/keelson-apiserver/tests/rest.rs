@@ -1410,3 +1410,63 @@ async fn versions_sharing_storage_convert() -> Result<()> {
     ensure!(new_style["items"][0]["note"] == "scaled up", "{new_style}");
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_bound_once_through_their_binding() -> Result<()> {
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    ensure!(client.post(PODS, &pod.to_string()).await?.code == 201);
+    let binding = |node: &str, kind: &str| {
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web"},
+            "target": {"apiVersion": "v1", "kind": kind, "name": node}})
+        .to_string()
+    };
+    let bound = client
+        .post(&format!("{PODS}/web/binding"), &binding("n1", "Node"))
+        .await?;
+    ensure!(
+        bound.code == 201 && bound.json()["status"] == "Success",
+        "{bound:?}"
+    );
+    let pod = client.get(&format!("{PODS}/web")).await?.json();
+    ensure!(pod["spec"]["nodeName"] == "n1", "{pod}");
+    ensure!(
+        pod["status"]["conditions"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True")),
+        "{pod}"
+    );
+    let again = client
+        .post(&format!("{PODS}/web/binding"), &binding("n2", "Node"))
+        .await?;
+    ensure!(
+        again.code == 409
+            && again.json()["message"] == "pod web is already assigned to node \"n1\"",
+        "{again:?}"
+    );
+    let wrong = client
+        .post(&format!("{PODS}/web/binding"), &binding("n2", "Widget"))
+        .await?;
+    ensure!(wrong.code == 422, "{wrong:?}");
+    ensure!(client.get(&format!("{PODS}/web/binding")).await?.code == 405);
+    let missing = client
+        .post(
+            &format!("{PODS}/none/binding"),
+            &binding("n1", "Node").replace("\"web\"", "\"none\""),
+        )
+        .await?;
+    ensure!(missing.code == 404, "{missing:?}");
+    // Discovery lists it, as the scheduler's clients look for it.
+    let resources = client.get("/api/v1").await?.json();
+    ensure!(
+        resources["resources"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "pods/binding")),
+        "{resources}"
+    );
+    server.stop().await
+}

@@ -120,6 +120,22 @@ pub async fn handle(
         Ok(target) => target,
         Err(error) => return error.into_response(),
     };
+    // pods/binding: the scheduler's one write, a create on the pod's subresource.
+    if target.subresource.as_deref() == Some("binding")
+        && part::has_subresource(&target.resource, "binding")
+    {
+        let result = if method == Method::POST {
+            write::bind(rest, &target, &headers, body).await
+        } else {
+            Err(object::method_not_allowed(&method))
+        };
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(RequestLabels {
+            verb: "create",
+            resource: target.resource.plural,
+        });
+        return response;
+    }
     let Some(part) = part::Part::of(&target) else {
         return ApiError::no_such_path().into_response();
     };

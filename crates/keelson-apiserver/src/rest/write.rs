@@ -521,6 +521,89 @@ pub async fn patch(
     .await
 }
 
+/// `POST pods/{name}/binding`: assigns the pod to the Binding's node (once), with its
+/// `PodScheduled` condition, as kube-apiserver's binding storage does.
+pub async fn bind(
+    rest: &Rest,
+    target: &Target,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let name = target.name.clone().unwrap_or_default();
+    let binding = read_body(headers, body)
+        .await?
+        .ok_or_else(|| bad_request("the request body is empty"))?;
+    if let Some(given) = str_field(&binding, &["metadata", "name"])
+        && given != name
+    {
+        return Err(bad_request(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    let node = str_field(&binding, &["target", "name"])
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    let kind = str_field(&binding, &["target", "kind"]).unwrap_or("Node");
+    let Some(node) = node.filter(|_| kind == "Node" || kind.is_empty()) else {
+        return Err(invalid(
+            resource,
+            &name,
+            "target",
+            "Invalid value: a Binding's target must name a Node",
+        ));
+    };
+    let key = target.key(&name);
+    for _ in 0..RETRIES {
+        let current = match rest.store.get(&key, None).await {
+            Ok(Some(kv)) => kv,
+            Ok(None) => return Err(not_found(resource, &name)),
+            Err(error) => return Err(object::internal(error)),
+        };
+        let mut pod = decode(&current)?;
+        if pod["metadata"].get("deletionTimestamp").is_some() {
+            let mut error = conflict(resource, &name);
+            error.message = format!("pod {name} is being deleted, cannot be assigned to a host");
+            return Err(error);
+        }
+        if let Some(assigned) = str_field(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+            let mut error = conflict(resource, &name);
+            error.message = format!("pod {name} is already assigned to node \"{assigned}\"");
+            return Err(error);
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        if let Some(annotations) = binding["metadata"]["annotations"].as_object() {
+            for (key, value) in annotations {
+                pod["metadata"]["annotations"][key] = value.clone();
+            }
+        }
+        let scheduled = json!({"type": "PodScheduled", "status": "True",
+            "lastProbeTime": null, "lastTransitionTime": format_timestamp(now())});
+        let conditions = pod["status"]
+            .as_object_mut()
+            .map(|status| status.entry("conditions").or_insert_with(|| json!([])));
+        if let Some(Value::Array(conditions)) = conditions {
+            conditions.retain(|c| c["type"] != "PodScheduled");
+            conditions.push(scheduled);
+        }
+        match rest
+            .store
+            .update(&key, encode(&pod), current.mod_revision)
+            .await
+        {
+            Ok(_) => {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "code": 201});
+                return Ok(object_response(StatusCode::CREATED, &status));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Err(not_found(resource, &name)),
+            Err(error) => return Err(object::internal(error)),
+        }
+    }
+    Err(conflict(resource, &name))
+}
+
 /// A stored object in the version the client asked for.
 pub fn served(resource: &Resource, mut object: Value) -> Value {
     if let Some(conversion) = resource.conversion() {
