@@ -5,13 +5,16 @@
 //! ([`Filter`], [`Score`]), a [`CycleState`] computed once per pod, and a [`Profile`] — the
 //! explicit, in-code registry of the plugins that run, in order. [`schedule`] runs one
 //! scheduling cycle; [`Snapshot::assume`] records a decision so the next cycle sees it
-//! (the Reserve step). Binding, the queue and the API watch live beside this, as IO.
+//! (the Reserve step). [`run`] is the scheduler as an API client: reflectors, the queue,
+//! binding through `pods/binding`, and `FailedScheduling` events.
 
 mod framework;
 pub mod plugins;
 mod resources;
+mod run;
 mod snapshot;
 
 pub use framework::{CycleState, Filter, FitError, Placement, Profile, Score, schedule};
 pub use resources::{Resources, pod_requests};
+pub use run::{SchedulerConfig, SchedulerError, run};
 pub use snapshot::{NodeInfo, Snapshot};

@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// Keep at least this many seconds of history.
     #[arg(long, default_value_t = 300)]
     pub history_seconds: u64,
+
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
 }
 
 /// The default data dir: system-wide for root, per user otherwise (as k3s does).
@@ -126,7 +130,27 @@ pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
         server.url(),
         server.kubeconfig_path().display()
     );
+    // In-process components are API clients too, over loopback with the admin credentials.
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let client = admin_client(server.kubeconfig_path()).await?;
+        Some(tokio::spawn(async move {
+            let result = keelson_scheduler::run(
+                client,
+                keelson_scheduler::plugins::default_profile(),
+                keelson_scheduler::SchedulerConfig::default(),
+            )
+            .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "the scheduler stopped");
+            }
+        }))
+    };
     server.serve(shutdown_signal()).await?;
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
 
     drop(compactor);
     if let Some(store) = sqlite {
@@ -151,4 +175,15 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// A Kubernetes client for the in-process components, from the admin kubeconfig.
+async fn admin_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
 }
