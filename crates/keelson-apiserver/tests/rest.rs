@@ -688,6 +688,23 @@ async fn tables_for_kubectl_get() -> Result<()> {
     ensure!(columns == ["Name", "Status", "Age"], "{columns:?}");
     ensure!(table["rows"][0]["cells"][0] == "default" && table["rows"][0]["cells"][1] == "Active");
     ensure!(table["rows"][0]["object"]["kind"] == "PartialObjectMetadata");
+    // `kubectl get namespace default`: one object, one row.
+    let one = client
+        .request(
+            "GET",
+            "/api/v1/namespaces/kube-system",
+            &[("Accept", accept)],
+            None,
+        )
+        .await?
+        .json();
+    ensure!(
+        one["kind"] == "Table"
+            && one["rows"].as_array().map(Vec::len) == Some(1)
+            && one["rows"][0]["cells"][0] == "kube-system"
+            && one["columnDefinitions"].as_array().map(Vec::len) == Some(3),
+        "{one}"
+    );
 
     // `kubectl get -w`: Table events, the columns only in the first.
     let mut events = client

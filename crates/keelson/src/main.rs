@@ -1,10 +1,11 @@
 //! The `keelson` binary: every keelson component behind one command line.
 //!
-//! * `keelson server` runs a cluster control plane on this machine (today: the state
-//!   store with automatic compaction, and the HTTPS API server's credentials,
-//!   authentication, health, version and metrics endpoints);
+//! * `keelson server` runs a cluster control plane on this machine: the state store with
+//!   automatic compaction, the HTTPS API server, and the scheduler;
+//! * `keelson agent --simulate N` runs N simulated nodes joined to a server;
 //! * `keelson version` prints the version and the commit it was built from.
 
+mod agent;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the keelson server (control plane) on this machine.
     Server(server::ServerArgs),
+    /// Run a node agent joined to a server (today: simulated nodes).
+    Agent(agent::AgentArgs),
     /// Print the version and git commit.
     Version,
 }
@@ -58,6 +61,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 commit: env!("KEELSON_GIT_COMMIT").into(),
             };
             runtime.block_on(server::run(args, build))
+        }
+        Command::Agent(args) => {
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(agent::run(args))
         }
     }
 }

@@ -1241,3 +1241,72 @@ fn the_python_client_works() -> Result<()> {
     );
     stop(server)
 }
+
+#[test]
+fn simulated_nodes_take_pods_that_kubectl_runs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, _) = running_server(dir.path())?;
+    let kube = Kubectl::admin(dir.path());
+    let mut agent = keelson()
+        .args([
+            "agent",
+            "--simulate",
+            "3",
+            "--node-prefix",
+            "worker",
+            "--zones",
+            "a,b",
+        ])
+        .arg("--kubeconfig")
+        .arg(dir.path().join("admin.kubeconfig"))
+        .args(["--taint", "dedicated=infra:PreferNoSchedule"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let nodes = loop {
+        let out = kube.run(&["get", "nodes"])?;
+        if out.lines().filter(|l| l.contains(" Ready ")).count() == 3 {
+            break out;
+        }
+        ensure!(Instant::now() < deadline, "nodes did not register: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(nodes.contains("worker-2"), "{nodes}");
+    kube.run(&["run", "web", "--image=nginx", "--port=80"])?;
+    let waited = kube.run(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"])?;
+    ensure!(waited.contains("condition met"), "{waited}");
+    let wide = kube.run(&["get", "pod", "web", "-o", "wide"])?;
+    ensure!(
+        wide.contains("Running") && wide.contains("worker-"),
+        "{wide}"
+    );
+    let zone = kube.run(&[
+        "get",
+        "node",
+        "worker-1",
+        "-o",
+        "jsonpath={.metadata.labels.topology\\.kubernetes\\.io/zone} {.spec.taints[0].effect}",
+    ])?;
+    ensure!(zone == "b PreferNoSchedule", "{zone}");
+    // A bad flag is refused with a message.
+    let bad = keelson()
+        .args([
+            "agent",
+            "--simulate",
+            "1",
+            "--taint",
+            "x:Sometimes",
+            "--kubeconfig",
+        ])
+        .arg(dir.path().join("admin.kubeconfig"))
+        .output()?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("taint effect"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    agent.kill()?;
+    agent.wait()?;
+    stop(server)
+}

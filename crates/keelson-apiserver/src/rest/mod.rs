@@ -144,7 +144,10 @@ pub async fn handle(
         return object::method_not_allowed(&method).into_response();
     }
     let (verb, result) = match (&method, named) {
-        (&Method::GET, true) => ("get", read::get(rest, &target, part).await),
+        (&Method::GET, true) => (
+            "get",
+            read::get(rest, &target, part, &query, &headers).await,
+        ),
         (&Method::GET, false) if query.flag("watch") => (
             "watch",
             Ok(watch::watch(rest, &target, &query, &headers).await),

@@ -20,13 +20,35 @@ use super::{Query, Rest, Target, object_response};
 use crate::cache::{Cached, WatchCache};
 use crate::status::ApiError;
 
-pub async fn get(rest: &Rest, target: &Target, part: Part) -> Result<Response, ApiError> {
+pub async fn get(
+    rest: &Rest,
+    target: &Target,
+    part: Part,
+    query: &Query,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let name = target.name.as_deref().unwrap_or_default();
     match rest.store.get(&target.key(name), None).await {
-        Ok(Some(kv)) => Ok(object_response(
-            StatusCode::OK,
-            &part.view(&served(&target.resource, decode(&kv)?)),
-        )),
+        Ok(Some(kv)) => {
+            let object = part.view(&served(&target.resource, decode(&kv)?));
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            // `kubectl get kind name` asks for a one-row Table, as it does for lists.
+            if part == Part::Main && table::wants_table(accept) {
+                let include = table::IncludeObject::parse(query.get("includeObject"));
+                let row = table::row(target.resource.kind, &object, include, object::now());
+                let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                let body = table::table(target.resource.kind, vec![row], metadata, true);
+                return Ok((
+                    [(header::CONTENT_TYPE, table::TABLE_CONTENT_TYPE)],
+                    body.to_string(),
+                )
+                    .into_response());
+            }
+            Ok(object_response(StatusCode::OK, &object))
+        }
         Ok(None) => Err(not_found(&target.resource, name)),
         Err(error) => Err(object::internal(error)),
     }

@@ -1,0 +1,231 @@
+//! Simulated nodes: `count` nodes named `{prefix}-0` … `{prefix}-{count-1}`, driven through
+//! the API like real ones. Each has a Node object (capacity, labels including
+//! `kubernetes.io/hostname` and `topology.kubernetes.io/zone`, taints, Ready conditions),
+//! a Lease in `kube-node-lease` renewed every `lease_renew`, and status heartbeats. Pods
+//! bound to them become Running and Ready after `start_delay`; deleted pods are removed
+//! after their grace period (at most `max_termination`); a container can be made to exit
+//! with a code, and a node can stop heartbeating. When the process dies, its nodes go
+//! silent, as real nodes would.
+
+mod node;
+mod pods;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// What the simulated nodes are and how their pods behave.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub prefix: String,
+    pub count: usize,
+    /// Capacity (= allocatable): `cpu`, `memory`, `pods`, `ephemeral-storage`, extended.
+    pub capacity: BTreeMap<String, String>,
+    /// Extra labels on every node.
+    pub labels: BTreeMap<String, String>,
+    /// Zones dealt round-robin (`topology.kubernetes.io/zone`); none when empty.
+    pub zones: Vec<String>,
+    pub taints: Vec<Taint>,
+    /// Bound pod → Running and Ready.
+    pub start_delay: Duration,
+    /// The longest a deleted pod takes to go (its grace period if shorter).
+    pub max_termination: Duration,
+    pub lease_duration_seconds: i32,
+    pub lease_renew: Duration,
+    /// How often node status is re-posted.
+    pub status_interval: Duration,
+}
+
+impl SimConfig {
+    /// `count` nodes with 4 CPUs, 8 GiB and room for 110 pods, starting pods after 100 ms.
+    pub fn new(prefix: &str, count: usize) -> Self {
+        SimConfig {
+            prefix: prefix.to_owned(),
+            count,
+            capacity: [
+                ("cpu", "4"),
+                ("memory", "8Gi"),
+                ("pods", "110"),
+                ("ephemeral-storage", "100Gi"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            labels: BTreeMap::new(),
+            zones: Vec::new(),
+            taints: Vec::new(),
+            start_delay: Duration::from_millis(100),
+            max_termination: Duration::from_secs(1),
+            lease_duration_seconds: 40,
+            lease_renew: Duration::from_secs(10),
+            status_interval: Duration::from_secs(60),
+        }
+    }
+
+    pub fn node_name(&self, index: usize) -> String {
+        format!("{}-{index}", self.prefix)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("the API server: {0}")]
+    Api(#[from] kube::Error),
+    #[error("no simulated node {0}")]
+    NoSuchNode(String),
+    #[error("the simulated node is not a valid Node: {0}")]
+    Invalid(String),
+}
+
+/// What tests change while the nodes run.
+#[derive(Default)]
+struct Control {
+    /// Nodes that stopped heartbeating.
+    silent: HashSet<String>,
+    /// (namespace, pod, container) → exit code to report.
+    exits: Vec<(String, String, Option<String>, i32)>,
+}
+
+/// Running simulated nodes; dropping the handle stops them (they go silent).
+pub struct SimulatedNodes {
+    config: SimConfig,
+    control: Arc<Mutex<Control>>,
+    tasks: Vec<JoinHandle<()>>,
+    wake_pods: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for SimulatedNodes {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl SimulatedNodes {
+    /// Registers the nodes and their leases, then keeps them alive and runs their pods.
+    pub async fn start(client: Client, config: SimConfig) -> Result<Self, SimError> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        for index in 0..config.count {
+            let node = node::build(&config, index).map_err(|e| SimError::Invalid(e.to_string()))?;
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // Registered before (a restarted agent): take it over.
+                    let name = config.node_name(index);
+                    nodes
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&node))
+                        .await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let control = Arc::new(Mutex::new(Control::default()));
+        let wake_pods = Arc::new(tokio::sync::Notify::new());
+        let tasks = vec![
+            tokio::spawn(heartbeat(client.clone(), config.clone(), control.clone())),
+            tokio::spawn(pods::run(
+                client,
+                config.clone(),
+                control.clone(),
+                wake_pods.clone(),
+            )),
+        ];
+        Ok(SimulatedNodes {
+            config,
+            control,
+            tasks,
+            wake_pods,
+        })
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The node stops renewing its lease and posting status, as if it lost power.
+    pub fn stop_heartbeat(&self, node: &str) -> Result<(), SimError> {
+        let known = (0..self.config.count).any(|i| self.config.node_name(i) == node);
+        if !known {
+            return Err(SimError::NoSuchNode(node.to_owned()));
+        }
+        self.control().silent.insert(node.to_owned());
+        Ok(())
+    }
+
+    /// The node heartbeats again.
+    pub fn resume_heartbeat(&self, node: &str) {
+        self.control().silent.remove(node);
+    }
+
+    /// Makes a container of a running pod exit with `code` (the first container when
+    /// `container` is `None`); the pod then follows its restart policy.
+    pub fn exit_container(&self, namespace: &str, pod: &str, container: Option<&str>, code: i32) {
+        self.control().exits.push((
+            namespace.to_owned(),
+            pod.to_owned(),
+            container.map(str::to_owned),
+            code,
+        ));
+        self.wake_pods.notify_one();
+    }
+}
+
+/// Renews every live node's lease each `lease_renew`, and re-posts its Ready condition
+/// each `status_interval`.
+async fn heartbeat(client: Client, config: SimConfig, control: Arc<Mutex<Control>>) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(client);
+    let mut last_status = tokio::time::Instant::now();
+    loop {
+        let silent = control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .silent
+            .clone();
+        let post_status = last_status.elapsed() >= config.status_interval;
+        let now = Timestamp::now();
+        for index in 0..config.count {
+            let name = config.node_name(index);
+            if silent.contains(&name) {
+                continue;
+            }
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": config.lease_duration_seconds,
+                    "renewTime": MicroTime(now)}});
+            let applied = leases
+                .patch(
+                    &name,
+                    &PatchParams::apply("keelson-agent").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await;
+            if let Err(error) = applied {
+                tracing::warn!(node = %name, %error, "lease renewal failed");
+            }
+            if post_status {
+                let status = node::ready_status(now);
+                if let Err(error) = nodes
+                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+                    .await
+                {
+                    tracing::warn!(node = %name, %error, "status update failed");
+                }
+            }
+        }
+        if post_status {
+            last_status = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(config.lease_renew).await;
+    }
+}

@@ -1,0 +1,241 @@
+//! The simulated kubelet's pod work: start the pods bound to our nodes, remove the ones
+//! being deleted, and play out container exits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Control, SimConfig};
+
+fn uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn condition(kind: &str, status: bool, now: Timestamp) -> Value {
+    json!({"type": kind, "status": if status { "True" } else { "False" },
+        "lastProbeTime": null, "lastTransitionTime": Time(now)})
+}
+
+fn conditions(ready: bool, now: Timestamp) -> Value {
+    json!([
+        condition("PodReadyToStartContainers", true, now),
+        condition("Initialized", true, now),
+        condition("Ready", ready, now),
+        condition("ContainersReady", ready, now),
+        condition("PodScheduled", true, now),
+    ])
+}
+
+/// The status of a pod whose containers all just started.
+fn running_status(pod: &Pod, ip: &str, now: Timestamp) -> Value {
+    let containers: Vec<Value> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| {
+            json!({"name": c.name, "image": c.image, "imageID": format!("sim://{}", c.image.as_deref().unwrap_or_default()),
+                "containerID": format!("sim://{}-{}", uid(pod), c.name), "ready": true, "started": true,
+                "restartCount": 0, "state": {"running": {"startedAt": Time(now)}}})
+        })
+        .collect();
+    json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "10.0.0.1",
+        "startTime": Time(now), "conditions": conditions(true, now), "containerStatuses": containers}})
+}
+
+/// The status after container `name` (the first when `None`) exits with `code`, by the
+/// pod's restart policy: restarted in place, or terminated (and the pod finished once no
+/// container runs).
+fn exited_status(pod: &Pod, name: Option<&str>, code: i32, now: Timestamp) -> Option<Value> {
+    let status = pod.status.as_ref()?;
+    let mut containers: Vec<Value> = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    let index = match name {
+        Some(name) => containers.iter().position(|c| c["name"] == name)?,
+        None => 0,
+    };
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    let container = containers.get_mut(index)?;
+    let started = container["state"]["running"]["startedAt"].clone();
+    let terminated = json!({"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+        "startedAt": started, "finishedAt": Time(now),
+        "containerID": container["containerID"].clone()});
+    let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
+    if restart {
+        let count = container["restartCount"].as_i64().unwrap_or(0) + 1;
+        container["restartCount"] = json!(count);
+        container["lastState"] = json!({"terminated": terminated});
+        container["state"] = json!({"running": {"startedAt": Time(now)}});
+    } else {
+        container["state"] = json!({"terminated": terminated});
+        container["ready"] = json!(false);
+        container["started"] = json!(false);
+    }
+    let still_running = containers.iter().any(|c| c["state"]["running"].is_object());
+    let phase = if still_running {
+        "Running"
+    } else if containers
+        .iter()
+        .all(|c| c["state"]["terminated"]["exitCode"] == 0)
+    {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let ready = containers.iter().all(|c| c["ready"] == true);
+    Some(
+        json!({"status": {"phase": phase, "conditions": conditions(ready, now),
+        "containerStatuses": containers}}),
+    )
+}
+
+/// Runs the pods bound to the simulated nodes until aborted.
+pub async fn run(
+    client: Client,
+    config: SimConfig,
+    control: Arc<Mutex<Control>>,
+    wake: Arc<Notify>,
+) {
+    let ours: HashSet<String> = (0..config.count).map(|i| config.node_name(i)).collect();
+    let api: Api<Pod> = Api::all(client.clone());
+    let (store, writer) = reflector::store();
+    let notify = wake.clone();
+    tokio::spawn(
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(move |_| {
+                notify.notify_one();
+                futures::future::ready(())
+            }),
+    );
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut start_at: HashMap<String, Instant> = HashMap::new();
+    let mut remove_at: HashMap<String, Instant> = HashMap::new();
+    let mut addresses = 0u32;
+    loop {
+        let soonest = start_at
+            .values()
+            .chain(remove_at.values())
+            .min()
+            .copied()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep_until(soonest) => {}
+        }
+        let now = Instant::now();
+        let exits =
+            std::mem::take(&mut control.lock().unwrap_or_else(PoisonError::into_inner).exits);
+        let pods = store.state();
+        let mut seen = HashSet::new();
+        for pod in pods.iter().filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some_and(|n| ours.contains(n))
+        }) {
+            let key = uid(pod);
+            seen.insert(key.clone());
+            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            if pod.metadata.deletion_timestamp.is_some() {
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .map_or(config.max_termination, |g| {
+                        Duration::from_secs(u64::try_from(g).unwrap_or(0))
+                    })
+                    .min(config.max_termination);
+                let due = *remove_at.entry(key.clone()).or_insert(now + grace);
+                if now >= due {
+                    let params = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        preconditions: Some(Preconditions {
+                            uid: Some(key.clone()),
+                            resource_version: None,
+                        }),
+                        ..Default::default()
+                    };
+                    match pods.delete(&name, &params).await {
+                        Ok(_) => {
+                            remove_at.remove(&key);
+                        }
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                            remove_at.remove(&key);
+                        }
+                        Err(error) => tracing::warn!(pod = %name, %error, "removing failed"),
+                    }
+                }
+                continue;
+            }
+            if phase(pod) == "Pending" {
+                let due = *start_at
+                    .entry(key.clone())
+                    .or_insert(now + config.start_delay);
+                if now >= due {
+                    addresses += 1;
+                    let ip = format!("10.244.{}.{}", (addresses / 250) % 256, addresses % 250 + 1);
+                    let status = running_status(pod, &ip, Timestamp::now());
+                    match pods
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                    {
+                        Ok(_) => {
+                            start_at.remove(&key);
+                        }
+                        Err(error) => tracing::warn!(pod = %name, %error, "starting failed"),
+                    }
+                }
+                continue;
+            }
+            for (_, _, container, code) in exits
+                .iter()
+                .filter(|(ns, pod_name, _, _)| *ns == namespace && *pod_name == name)
+            {
+                let Some(status) =
+                    exited_status(pod, container.as_deref(), *code, Timestamp::now())
+                else {
+                    continue;
+                };
+                if let Err(error) = pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    tracing::warn!(pod = %name, %error, "exit failed");
+                }
+            }
+        }
+        start_at.retain(|k, _| seen.contains(k));
+        remove_at.retain(|k, _| seen.contains(k));
+    }
+}
