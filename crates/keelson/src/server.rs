@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// Do not run the scheduler in this process.
     #[arg(long)]
     pub disable_scheduler: bool,
+
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    pub disable_controllers: bool,
 }
 
 /// The default data dir: system-wide for root, per user otherwise (as k3s does).
@@ -147,9 +151,15 @@ pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
             }
         }))
     };
+    let controllers = if args.disable_controllers {
+        None
+    } else {
+        let client = admin_client(server.kubeconfig_path()).await?;
+        Some(tokio::spawn(keelson_controllers::run(client)))
+    };
     server.serve(shutdown_signal()).await?;
-    if let Some(scheduler) = scheduler {
-        scheduler.abort();
+    for task in [scheduler, controllers].into_iter().flatten() {
+        task.abort();
     }
 
     drop(compactor);

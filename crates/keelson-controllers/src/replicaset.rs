@@ -1,0 +1,274 @@
+//! ReplicaSet controller: keeps `spec.replicas` active pods made from the template, owned
+//! by the ReplicaSet, and reports how many exist, are ready and are available.
+//!
+//! Pods it has just created or deleted may not show in its pod cache yet; it remembers
+//! them (for a while) so a quick second reconcile neither creates nor deletes twice — the
+//! "expectations" of the upstream controller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::ControllerError;
+use crate::events;
+use crate::workload::{
+    controller_ref, controller_uid, deletion_rank, is_active, is_available, pod_from_template,
+    ready_since, selector_matches,
+};
+
+const COMPONENT: &str = "replicaset-controller";
+/// How long a create or delete is remembered while the cache catches up.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// At most this many pods created or deleted per reconcile.
+const BURST: usize = 500;
+
+#[derive(Default)]
+struct Expectations {
+    created: Vec<(String, Instant)>,
+    deleted: Vec<(String, Instant)>,
+}
+
+struct Context {
+    client: Client,
+    pods: Store<Pod>,
+    expectations: Mutex<HashMap<String, Expectations>>,
+}
+
+pub async fn run(client: Client) {
+    // The controller's own watch of pods triggers reconciles; this cache answers them.
+    let (pods, writer) = reflector::store();
+    tokio::spawn(
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    if pods.wait_until_ready().await.is_err() {
+        return;
+    }
+    let context = Arc::new(Context {
+        client: client.clone(),
+        pods,
+        expectations: Mutex::new(HashMap::new()),
+    });
+    Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(reconcile, error_policy, context)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(_: Arc<ReplicaSet>, error: &ControllerError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "replicaset controller");
+    Action::requeue(Duration::from_secs(1))
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    if rs.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let spec = &rs.spec;
+    let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+
+    let in_namespace: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+        .collect();
+    let mut owned: Vec<Arc<Pod>> = in_namespace
+        .iter()
+        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
+        .cloned()
+        .collect();
+    // Orphans the selector matches are adopted, as upstream does.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    for orphan in in_namespace.iter().filter(|p| {
+        controller_uid(&p.metadata).is_none()
+            && is_active(p)
+            && selector_matches(&spec.selector, &p.labels().clone())
+    }) {
+        let mut owners = orphan.metadata.owner_references.clone().unwrap_or_default();
+        owners.push(controller_ref(rs.as_ref()));
+        let patch = json!({"metadata": {"ownerReferences": owners, "uid": orphan.metadata.uid}});
+        match pods
+            .patch(
+                &orphan.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(adopted) => owned.push(Arc::new(adopted)),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let (pending_creates, pending_deletes) = {
+        let mut all = ctx
+            .expectations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let expect = all.entry(uid.clone()).or_default();
+        let now = Instant::now();
+        let in_cache = |n: &str| owned.iter().any(|p| p.name_any() == n);
+        let gone = |n: &str| {
+            owned
+                .iter()
+                .find(|p| p.name_any() == n)
+                .is_none_or(|p| !is_active(p))
+        };
+        expect
+            .created
+            .retain(|(n, at)| !in_cache(n) && now.duration_since(*at) < EXPECTATION_TTL);
+        expect
+            .deleted
+            .retain(|(n, at)| !gone(n) && now.duration_since(*at) < EXPECTATION_TTL);
+        (
+            expect.created.len(),
+            expect
+                .deleted
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut active: Vec<&Arc<Pod>> = owned
+        .iter()
+        .filter(|p| is_active(p) && !pending_deletes.contains(&p.name_any()))
+        .collect();
+    let have = active.len() + pending_creates;
+
+    if have < wanted {
+        let template = spec.template.as_ref().ok_or_else(|| {
+            ControllerError::Invalid(format!("replicaset {name} has no template"))
+        })?;
+        for _ in 0..(wanted - have).min(BURST) {
+            let pod = pod_from_template(template, controller_ref(rs.as_ref()), &name);
+            let created = pods.create(&PostParams::default(), &pod).await?;
+            let pod_name = created.name_any();
+            ctx.expectations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(uid.clone())
+                .or_default()
+                .created
+                .push((pod_name.clone(), Instant::now()));
+            events::record(
+                &ctx.client,
+                COMPONENT,
+                rs.as_ref(),
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created pod: {pod_name}"),
+            )
+            .await;
+        }
+    } else if have > wanted {
+        active.sort_by_key(|p| deletion_rank(p));
+        for pod in active.iter().take((have - wanted).min(BURST)) {
+            let pod_name = pod.name_any();
+            match pods.delete(&pod_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+            ctx.expectations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(uid.clone())
+                .or_default()
+                .deleted
+                .push((pod_name.clone(), Instant::now()));
+            events::record(
+                &ctx.client,
+                COMPONENT,
+                rs.as_ref(),
+                "Normal",
+                "SuccessfulDelete",
+                &format!("Deleted pod: {pod_name}"),
+            )
+            .await;
+        }
+    }
+
+    // Status, from what the cache shows.
+    let now = Timestamp::now();
+    let counted: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let fully_labeled = counted
+        .iter()
+        .filter(|p| {
+            let labels = p.labels();
+            template_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .count();
+    let ready = counted.iter().filter(|p| ready_since(p).is_some()).count();
+    let available = counted
+        .iter()
+        .filter(|p| is_available(p, min_ready, now))
+        .count();
+    let status = json!({"status": {
+        "replicas": counted.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "observedGeneration": rs.metadata.generation,
+    }});
+    let current = rs.status.as_ref();
+    let unchanged = current.is_some_and(|s| {
+        usize::try_from(s.replicas).ok() == Some(counted.len())
+            && s.ready_replicas
+                .and_then(|r| usize::try_from(r).ok())
+                .unwrap_or(0)
+                == ready
+            && s.available_replicas
+                .and_then(|r| usize::try_from(r).ok())
+                .unwrap_or(0)
+                == available
+            && s.fully_labeled_replicas
+                .and_then(|r| usize::try_from(r).ok())
+                .unwrap_or(0)
+                == fully_labeled
+            && s.observed_generation == rs.metadata.generation
+    });
+    if !unchanged {
+        let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        sets.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    // Pods that are ready but not yet available become available with time alone.
+    if ready > available && min_ready > 0 {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if pending_creates > 0 || !pending_deletes.is_empty() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    Ok(Action::await_change())
+}
