@@ -3,6 +3,7 @@
 //! through the API server, and returns an `Action`. No controller depends on another, and
 //! none reads the store. [`run`] starts them all.
 
+mod deployment;
 mod events;
 mod replicaset;
 mod serviceaccount;
@@ -23,5 +24,6 @@ pub async fn run(client: Client) {
     tokio::join!(
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
+        deployment::run(client.clone()),
     );
 }

@@ -48,29 +48,23 @@ struct Context {
 
 pub async fn run(client: Client) {
     // The controller's own watch of pods triggers reconciles; this cache answers them.
+    // One watch of pods: it fills the cache that reconciles read, and the same events
+    // trigger them, so a reconcile never runs on a cache older than its trigger.
     let (pods, writer) = reflector::store();
-    tokio::spawn(
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(|_| futures::future::ready(())),
-    );
-    if pods.wait_until_ready().await.is_err() {
-        return;
-    }
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let context = Arc::new(Context {
         client: client.clone(),
         pods,
         expectations: Mutex::new(HashMap::new()),
     });
-    Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(reconcile, error_policy, context)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
+        .owns_stream(pod_events)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(_: Arc<ReplicaSet>, error: &ControllerError, _: Arc<Context>) -> Action {
@@ -79,6 +73,10 @@ fn error_policy(_: Arc<ReplicaSet>, error: &ControllerError, _: Arc<Context>) ->
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    // Never count pods before the cache has them all: that would create duplicates.
+    if ctx.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -213,7 +211,18 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
 
     // Status, from what the cache shows.
     let now = Timestamp::now();
-    let counted: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
+    // Pods it just deleted are gone as far as its status says, even before the cache knows.
+    let deleted_now: Vec<String> = ctx
+        .expectations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&uid)
+        .map(|e| e.deleted.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    let counted: Vec<&Arc<Pod>> = owned
+        .iter()
+        .filter(|p| is_active(p) && !deleted_now.contains(&p.name_any()))
+        .collect();
     let template_labels = spec
         .template
         .as_ref()

@@ -163,3 +163,192 @@ async fn replica_sets_keep_their_count_of_pods() -> Result<()> {
     .await?;
     Ok(())
 }
+
+fn deployment(image: &str) -> Result<k8s_openapi::api::apps::v1::Deployment> {
+    Ok(serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": image, "resources": {"requests": {"cpu": "100m"}}}]}}}}))?)
+}
+
+/// Waits until the rollout is complete, as `kubectl rollout status` judges it.
+async fn rolled_out(deployments: &Api<k8s_openapi::api::apps::v1::Deployment>) -> Result<()> {
+    let result = rollout_done(deployments).await;
+    if result.is_err() {
+        let d = deployments.get("web").await?;
+        let sets: Api<ReplicaSet> = Api::namespaced(deployments.clone().into_client(), "default");
+        let listed = sets.list(&ListParams::default()).await?;
+        let states: Vec<String> = listed
+            .items
+            .iter()
+            .map(|rs| {
+                format!(
+                    "{} gen {:?} spec {:?} status {:?}",
+                    rs.name_any(),
+                    rs.metadata.generation,
+                    rs.spec.replicas,
+                    rs.status
+                )
+            })
+            .collect();
+        bail!(
+            "rollout stuck: generation {:?} status {:?}\n{}",
+            d.metadata.generation,
+            d.status,
+            states.join("\n")
+        );
+    }
+    result
+}
+
+async fn rollout_done(deployments: &Api<k8s_openapi::api::apps::v1::Deployment>) -> Result<()> {
+    eventually("the rollout to complete", || async {
+        let d = deployments.get("web").await?;
+        let Some(status) = d.status else {
+            return Ok(None);
+        };
+        let done = status.observed_generation >= d.metadata.generation
+            && status.updated_replicas == Some(4)
+            && status.replicas == Some(4)
+            && status.available_replicas == Some(4)
+            && status.conditions.iter().flatten().any(|c| {
+                c.type_.as_deref() == Some("Progressing")
+                    && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+            });
+        Ok(done.then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_updates_stay_within_surge_and_unavailability() -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 3).await?;
+    let client = cluster.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &deployment("nginx:1")?)
+        .await?;
+    rolled_out(&deployments).await?;
+    let available = deployments
+        .get("web")
+        .await?
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default();
+    ensure!(
+        available
+            .iter()
+            .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")),
+        "{available:?}"
+    );
+
+    // Watch every pod event while the image changes: never more than 4 + 1 pods that are
+    // not terminating, never fewer than 4 - 1 of them ready.
+    let violations = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = violations.clone();
+    let watch = tokio::spawn(async move {
+        let mut state: std::collections::BTreeMap<String, Pod> = Default::default();
+        let mut listed = false;
+        let mut events = std::pin::pin!(
+            watcher(pods, watcher::Config::default().labels("app=web")).default_backoff()
+        );
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    state.insert(p.name_any(), p);
+                }
+                watcher::Event::Delete(p) => {
+                    state.remove(&p.name_any());
+                }
+                watcher::Event::InitDone => listed = true,
+                watcher::Event::Init => continue,
+            }
+            if !listed {
+                continue;
+            }
+            let active: Vec<&Pod> = state
+                .values()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let ready_count = active.iter().filter(|p| ready(p)).count();
+            if (active.len() > 5 || ready_count < 3)
+                && let Ok(mut v) = seen.lock()
+            {
+                v.push(format!("{} active, {ready_count} ready", active.len()));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}})))
+        .await?;
+    rolled_out(&deployments).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watch.abort();
+    let broken = violations.lock().map(|v| v.clone()).unwrap_or_default();
+    ensure!(
+        broken.is_empty(),
+        "rolling update broke its bounds: {broken:?}"
+    );
+
+    // Two ReplicaSets, revisions 1 and 2; the old one empty.
+    let listed = sets.list(&ListParams::default()).await?;
+    let mut revisions: Vec<(String, i32, String)> = listed
+        .items
+        .iter()
+        .map(|rs| {
+            let image = rs
+                .spec
+                .template
+                .as_ref()
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            (
+                rs.annotations()
+                    .get("deployment.kubernetes.io/revision")
+                    .cloned()
+                    .unwrap_or_default(),
+                rs.spec.replicas.unwrap_or(0),
+                image,
+            )
+        })
+        .collect();
+    revisions.sort();
+    ensure!(
+        revisions
+            == [
+                ("1".to_owned(), 0, "nginx:1".to_owned()),
+                ("2".to_owned(), 4, "nginx:2".to_owned())
+            ],
+        "{revisions:?}"
+    );
+
+    // Going back to the first template (what `rollout undo` does) revives its ReplicaSet
+    // as revision 3.
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})))
+        .await?;
+    rolled_out(&deployments).await?;
+    let back = sets.list(&ListParams::default()).await?;
+    ensure!(back.items.len() == 2, "no third ReplicaSet");
+    let revived = back
+        .items
+        .iter()
+        .find(|rs| rs.spec.replicas == Some(4))
+        .and_then(|rs| {
+            rs.annotations()
+                .get("deployment.kubernetes.io/revision")
+                .cloned()
+        });
+    ensure!(revived.as_deref() == Some("3"), "{revived:?}");
+    Ok(())
+}
