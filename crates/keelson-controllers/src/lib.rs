@@ -5,6 +5,7 @@
 
 mod deployment;
 mod events;
+mod gc;
 mod replicaset;
 mod serviceaccount;
 mod workload;
@@ -25,5 +26,6 @@ pub async fn run(client: Client) {
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        gc::run(client.clone()),
     );
 }

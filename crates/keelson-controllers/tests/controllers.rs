@@ -13,7 +13,7 @@ use keelson_apiserver::{ApiServer, BuildInfo, ServerConfig};
 use keelson_store::{SqliteConfig, SqliteStore, Store};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 struct Cluster {
     client: Client,
@@ -350,5 +350,97 @@ async fn rolling_updates_stay_within_surge_and_unavailability() -> Result<()> {
                 .cloned()
         });
     ensure!(revived.as_deref() == Some("3"), "{revived:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_owners_collects_or_orphans_their_dependents() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 2).await?;
+    let client = cluster.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let app = |name: &str| -> Result<Value> {
+        Ok(json!({"metadata": {"name": name},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx", "resources": {"requests": {"cpu": "10m"}}}]}}}}))
+    };
+    let count = |label: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={label}")))
+                .await?;
+            anyhow::Ok(
+                list.items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .count(),
+            )
+        }
+    };
+
+    // Background (the default): the Deployment goes, then its ReplicaSet, then the pods.
+    deployments
+        .create(&PostParams::default(), &serde_json::from_value(app("bg")?)?)
+        .await?;
+    eventually("two bg pods", || async {
+        Ok((count("bg").await? == 2).then_some(()))
+    })
+    .await?;
+    deployments.delete("bg", &DeleteParams::default()).await?;
+    eventually("bg collected", || async {
+        let sets_left = sets
+            .list(&ListParams::default().labels("app=bg"))
+            .await?
+            .items
+            .len();
+        Ok((sets_left == 0 && count("bg").await? == 0).then_some(()))
+    })
+    .await?;
+
+    // Orphan: the ReplicaSet goes, its pods stay, no longer owned.
+    sets.create(
+        &PostParams::default(),
+        &serde_json::from_value(app("keep")?)?,
+    )
+    .await?;
+    eventually("two keep pods", || async {
+        Ok((count("keep").await? == 2).then_some(()))
+    })
+    .await?;
+    sets.delete("keep", &DeleteParams::orphan()).await?;
+    eventually("the orphaning owner gone", || async {
+        Ok(sets.get_opt("keep").await?.is_none().then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = pods.list(&ListParams::default().labels("app=keep")).await?;
+    ensure!(kept.items.len() == 2, "orphans stay: {}", kept.items.len());
+    ensure!(
+        kept.items.iter().all(|p| p.owner_references().is_empty()),
+        "and are no longer owned"
+    );
+
+    // Foreground: the pods go first, then the ReplicaSet.
+    sets.create(&PostParams::default(), &serde_json::from_value(app("fg")?)?)
+        .await?;
+    eventually("two fg pods", || async {
+        Ok((count("fg").await? == 2).then_some(()))
+    })
+    .await?;
+    sets.delete("fg", &DeleteParams::foreground()).await?;
+    eventually("fg gone after its pods", || async {
+        let left = pods
+            .list(&ListParams::default().labels("app=fg"))
+            .await?
+            .items
+            .len();
+        Ok((left == 0 && sets.get_opt("fg").await?.is_none()).then_some(()))
+    })
+    .await?;
     Ok(())
 }
