@@ -6,9 +6,12 @@
 mod deployment;
 mod events;
 mod gc;
+mod nodelifecycle;
 mod replicaset;
 mod serviceaccount;
 mod workload;
+
+use std::time::Duration;
 
 use kube::Client;
 
@@ -20,12 +23,34 @@ pub enum ControllerError {
     Invalid(String),
 }
 
+/// Settings of the controllers that have any.
+#[derive(Clone, Debug)]
+pub struct ControllersConfig {
+    /// A node whose lease is older than this is unreachable.
+    pub node_grace: Duration,
+    /// How long pods that say nothing about it tolerate an unreachable node.
+    pub default_toleration: Duration,
+    /// How often nodes are checked.
+    pub node_check_interval: Duration,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            node_grace: Duration::from_secs(40),
+            default_toleration: Duration::from_secs(300),
+            node_check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Runs every controller until the process ends.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, config: ControllersConfig) {
     tokio::join!(
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         gc::run(client.clone()),
+        nodelifecycle::run(client.clone(), config),
     );
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 struct Cluster {
     client: Client,
-    _nodes: SimulatedNodes,
+    nodes: SimulatedNodes,
 }
 
 async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
@@ -44,14 +44,17 @@ async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
         keelson_scheduler::plugins::default_profile(),
         keelson_scheduler::SchedulerConfig::default(),
     ));
-    tokio::spawn(keelson_controllers::run(client.clone()));
+    let controllers = keelson_controllers::ControllersConfig {
+        node_grace: Duration::from_secs(2),
+        default_toleration: Duration::from_secs(1),
+        node_check_interval: Duration::from_millis(200),
+    };
+    tokio::spawn(keelson_controllers::run(client.clone(), controllers));
     let mut sim = SimConfig::new("node", nodes);
     sim.max_termination = Duration::from_millis(300);
+    sim.lease_renew = Duration::from_millis(300);
     let nodes = SimulatedNodes::start(client.clone(), sim).await?;
-    Ok(Cluster {
-        client,
-        _nodes: nodes,
-    })
+    Ok(Cluster { client, nodes })
 }
 
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
@@ -440,6 +443,69 @@ async fn deleting_owners_collects_or_orphans_their_dependents() -> Result<()> {
             .items
             .len();
         Ok((left == 0 && sets.get_opt("fg").await?.is_none()).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_silent_node_are_replaced_elsewhere() -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 2).await?;
+    let client = cluster.client.clone();
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx", "resources": {"requests": {"cpu": "10m"}}}]}}}}))?;
+    sets.create(&PostParams::default(), &rs).await?;
+    let web = ListParams::default().labels("app=web");
+    eventually("4 ready pods", || async {
+        let list = pods.list(&web).await?;
+        Ok((list.items.iter().filter(|p| ready(p)).count() == 4).then_some(()))
+    })
+    .await?;
+    let on = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
+    let victim = on(&pods.list(&web).await?.items[0]);
+    cluster.nodes.stop_heartbeat(&victim)?;
+    // The node goes Unknown and tainted; its pods are evicted and replaced on the other.
+    eventually("the node unreachable", || async {
+        let node = nodes.get(&victim).await?;
+        let tainted = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| {
+                t.iter()
+                    .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+            });
+        let unknown = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "Unknown")
+            });
+        Ok((tainted && unknown).then_some(()))
+    })
+    .await?;
+    eventually("4 ready pods elsewhere", || async {
+        let list = pods.list(&web).await?;
+        let healthy = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p) && on(p) != victim)
+            .count();
+        Ok((healthy == 4).then_some(()))
     })
     .await?;
     Ok(())

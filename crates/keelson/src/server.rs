@@ -155,7 +155,10 @@ pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
         None
     } else {
         let client = admin_client(server.kubeconfig_path()).await?;
-        Some(tokio::spawn(keelson_controllers::run(client)))
+        Some(tokio::spawn(keelson_controllers::run(
+            client,
+            keelson_controllers::ControllersConfig::default(),
+        )))
     };
     server.serve(shutdown_signal()).await?;
     for task in [scheduler, controllers].into_iter().flatten() {

@@ -153,8 +153,10 @@ pub async fn run(
             () = tokio::time::sleep_until(soonest) => {}
         }
         let now = Instant::now();
-        let exits =
-            std::mem::take(&mut control.lock().unwrap_or_else(PoisonError::into_inner).exits);
+        let (exits, silent) = {
+            let mut control = control.lock().unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut control.exits), control.silent.clone())
+        };
         let pods = store.state();
         let mut seen = HashSet::new();
         for pod in pods.iter().filter(|p| {
@@ -165,6 +167,15 @@ pub async fn run(
         }) {
             let key = uid(pod);
             seen.insert(key.clone());
+            // A silent node does nothing for its pods, as a node that lost power.
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some_and(|n| silent.contains(n))
+            {
+                continue;
+            }
             let namespace = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
