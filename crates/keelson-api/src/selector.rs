@@ -139,6 +139,30 @@ fn set_operator(part: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl LabelSelector {
+    /// A `LabelSelector` object (`matchLabels`, `matchExpressions`) as requirements;
+    /// `None` for an operator Kubernetes does not know (such a selector matches nothing).
+    pub fn from_object(
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Option<Self> {
+        let mut requirements: Vec<Requirement> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement::Equals(k.clone(), v.clone()))
+            .collect();
+        for e in selector.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            requirements.push(match e.operator.as_str() {
+                "In" => Requirement::In(e.key.clone(), values),
+                "NotIn" => Requirement::NotIn(e.key.clone(), values),
+                "Exists" => Requirement::Exists(e.key.clone()),
+                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                _ => return None,
+            });
+        }
+        Some(LabelSelector { requirements })
+    }
+
     /// Parses the `labelSelector` query parameter.
     pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();

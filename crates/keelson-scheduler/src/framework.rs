@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::plugins::AffinityState;
 use crate::resources::{Resources, pod_requests};
 use crate::snapshot::{NodeInfo, Snapshot, host_ports};
 
@@ -12,13 +13,16 @@ use crate::snapshot::{NodeInfo, Snapshot, host_ports};
 pub struct CycleState {
     pub requests: Resources,
     pub host_ports: Vec<(String, String, i32)>,
+    /// The running pods as the pod's (and their own) affinity terms see them.
+    pub affinity: AffinityState,
 }
 
 impl CycleState {
-    pub fn new(pod: &Pod) -> Self {
+    pub fn new(pod: &Pod, snapshot: &Snapshot) -> Self {
         CycleState {
             requests: pod_requests(pod),
             host_ports: host_ports(pod),
+            affinity: AffinityState::new(pod, snapshot),
         }
     }
 }
@@ -88,7 +92,7 @@ impl std::fmt::Display for FitError {
 /// One scheduling cycle: filter every node, score the feasible ones, pick the best (the
 /// first in snapshot order among equals).
 pub fn schedule(profile: &Profile, snapshot: &Snapshot, pod: &Pod) -> Result<Placement, FitError> {
-    let state = CycleState::new(pod);
+    let state = CycleState::new(pod, snapshot);
     let mut feasible = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for (index, node) in snapshot.nodes.iter().enumerate() {

@@ -285,3 +285,120 @@ fn fits(used: &Resources, allocatable: &Resources) -> bool {
             .iter()
             .all(|(name, amount)| *amount <= allocatable.get(name))
 }
+
+fn anti(app: &str, key: &str) -> Value {
+    json!({"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]})
+}
+
+#[test]
+fn required_anti_affinity_spreads_and_then_refuses() {
+    let mut snapshot = Snapshot::new(
+        (0..3)
+            .map(|i| node(&format!("n{i}"), "4", "4Gi", json!({})))
+            .collect(),
+        [],
+    );
+    let profile = default_profile();
+    let web = |i: usize| {
+        pod(
+            &format!("web-{i}"),
+            "100m",
+            "64Mi",
+            json!({"metadata": {"labels": {"app": "web"}},
+                "spec": {"affinity": {"podAntiAffinity": anti("web", "kubernetes.io/hostname")}}}),
+        )
+    };
+    let mut used = vec![];
+    for i in 0..3 {
+        let placement = schedule(&profile, &snapshot, &web(i)).expect("fits");
+        used.push(placement.node.clone());
+        snapshot.assume(web(i), placement.index);
+    }
+    used.sort();
+    assert_eq!(used, ["n0", "n1", "n2"], "one per node");
+    assert_eq!(
+        schedule(&profile, &snapshot, &web(3))
+            .expect_err("no node left")
+            .to_string(),
+        // The running replicas' own (identical) terms are checked first, as upstream does.
+        "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."
+    );
+}
+
+#[test]
+fn affinity_follows_pods_and_running_pods_can_refuse_newcomers() {
+    let zone = |z: &str| json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}});
+    let cache = pod(
+        "cache",
+        "100m",
+        "64Mi",
+        json!({"metadata": {"labels": {"app": "cache"}}, "spec": {"nodeName": "b1"}}),
+    );
+    let quiet = pod(
+        "db",
+        "100m",
+        "64Mi",
+        json!({"metadata": {"labels": {"app": "db"}},
+            "spec": {"nodeName": "a1", "affinity": {"podAntiAffinity": anti("noisy", "kubernetes.io/hostname")}}}),
+    );
+    let snapshot = Snapshot::new(
+        vec![
+            node("a1", "4", "4Gi", zone("a")),
+            node("a2", "4", "4Gi", zone("a")),
+            node("b1", "4", "4Gi", zone("b")),
+            node("b2", "4", "4Gi", zone("b")),
+        ],
+        [cache, quiet],
+    );
+    let profile = default_profile();
+    let near_cache = pod(
+        "web",
+        "100m",
+        "64Mi",
+        json!({"spec": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}}),
+    );
+    let placed = schedule(&profile, &snapshot, &near_cache).expect("fits");
+    assert!(
+        placed.node.starts_with('b'),
+        "same zone as the cache: {}",
+        placed.node
+    );
+    // A pod the db's anti-affinity rejects is kept off the db's node.
+    let noisy = pod(
+        "noisy",
+        "100m",
+        "64Mi",
+        json!({"metadata": {"labels": {"app": "noisy"}}, "spec": {"nodeName": "a1"}}),
+    );
+    assert_eq!(
+        schedule(&profile, &snapshot, &noisy)
+            .expect_err("pinned to a1")
+            .to_string(),
+        "0/4 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules, 3 node(s) didn't match the requested node name."
+    );
+    // The first pod of a group that wants to be with its own kind may start anywhere.
+    let first = pod(
+        "first",
+        "100m",
+        "64Mi",
+        json!({"metadata": {"labels": {"app": "group"}}, "spec": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "group"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}}),
+    );
+    assert!(schedule(&profile, &snapshot, &first).is_ok());
+    // Preferred anti-affinity steers away from the cache's zone.
+    let away = pod(
+        "away",
+        "100m",
+        "64Mi",
+        json!({"spec": {"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}}]}}}}),
+    );
+    let placed = schedule(&profile, &snapshot, &away).expect("fits");
+    assert!(
+        placed.node.starts_with('a'),
+        "away from the cache's zone: {}",
+        placed.node
+    );
+}

@@ -1,8 +1,10 @@
 //! The built-in plugins and the default profile that runs them.
 
+mod affinity;
 mod fit;
 mod node;
 
+pub use affinity::{AffinityState, InterPodAffinity};
 pub use fit::{BalancedAllocation, LeastAllocated, NodeResourcesFit};
 pub use node::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
 
@@ -19,10 +21,12 @@ pub fn default_profile() -> Profile {
             Box::new(NodeAffinity),
             Box::new(NodePorts),
             Box::new(NodeResourcesFit),
+            Box::new(InterPodAffinity),
         ],
         scores: vec![
             (Box::new(TaintToleration), 3),
             (Box::new(NodeAffinity), 2),
+            (Box::new(InterPodAffinity), 2),
             (Box::new(LeastAllocated), 1),
             (Box::new(BalancedAllocation), 1),
         ],
