@@ -510,3 +510,44 @@ async fn pods_of_a_silent_node_are_replaced_elsewhere() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_anti_affinity_spreads_replicas_across_nodes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 3).await?;
+    let client = cluster.client.clone();
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "spread"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "spread"}},
+            "template": {"metadata": {"labels": {"app": "spread"}},
+                "spec": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "spread"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                    "containers": [{"name": "c", "image": "nginx"}]}}}}))?;
+    sets.create(&PostParams::default(), &rs).await?;
+    let list = ListParams::default().labels("app=spread");
+    // Three run, one per node; the fourth cannot be placed.
+    let nodes = eventually("three placed, one pending", || async {
+        let items = pods.list(&list).await?.items;
+        let placed: Vec<String> = items
+            .iter()
+            .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+            .collect();
+        Ok((items.len() == 4 && placed.len() == 3).then_some(placed))
+    })
+    .await?;
+    let mut distinct = nodes.clone();
+    distinct.sort();
+    distinct.dedup();
+    ensure!(distinct.len() == 3, "{nodes:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let placed = pods
+        .list(&list)
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        .count();
+    ensure!(placed == 3, "the fourth stays pending: {placed}");
+    Ok(())
+}
