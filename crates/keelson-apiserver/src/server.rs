@@ -202,6 +202,9 @@ impl ApiServer {
         )
         .await
         .map_err(|e| ServerError::Setup(e.message))?;
+        rest::ensure_priority_classes(&rest)
+            .await
+            .map_err(|e| ServerError::Setup(e.message))?;
         let state = Arc::new(AppState {
             rest,
             tokens,

@@ -1487,3 +1487,52 @@ async fn pods_are_bound_once_through_their_binding() -> Result<()> {
     );
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_the_priority_of_their_class() -> Result<()> {
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+    const CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let pod = |name: &str, class: Option<&str>| {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        if let Some(class) = class {
+            pod["spec"]["priorityClassName"] = json!(class);
+        }
+        pod.to_string()
+    };
+    let system = client
+        .get(&format!("{CLASSES}/system-node-critical"))
+        .await?;
+    ensure!(
+        system.code == 200 && system.json()["value"] == 2_000_001_000i64,
+        "{system:?}"
+    );
+    let plain = client.post(PODS, &pod("plain", None)).await?.json();
+    ensure!(plain["spec"]["priority"] == 0, "{plain}");
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"});
+    ensure!(client.post(CLASSES, &class.to_string()).await?.code == 201);
+    let high = client.post(PODS, &pod("high", Some("high"))).await?.json();
+    ensure!(
+        high["spec"]["priority"] == 1000 && high["spec"]["preemptionPolicy"] == "Never",
+        "{high}"
+    );
+    let missing = client.post(PODS, &pod("lost", Some("nope"))).await?;
+    ensure!(
+        missing.code == 403
+            && missing.json()["message"]
+                == "pods \"lost\" is forbidden: no PriorityClass with name nope was found",
+        "{missing:?}"
+    );
+    ensure!(client.get(&format!("{PODS}/lost")).await?.code == 404);
+    let default = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "normal"}, "value": 10, "globalDefault": true});
+    ensure!(client.post(CLASSES, &default.to_string()).await?.code == 201);
+    let later = client.post(PODS, &pod("later", None)).await?.json();
+    ensure!(
+        later["spec"]["priority"] == 10 && later["spec"]["priorityClassName"] == "normal",
+        "{later}"
+    );
+    server.stop().await
+}

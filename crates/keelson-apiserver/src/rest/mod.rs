@@ -7,6 +7,7 @@
 //! over one snapshot, watches from a revision and WatchList (`sendInitialEvents`), `Table`
 //! output, and `Status` errors for everything that fails.
 
+mod admission;
 mod object;
 mod part;
 mod read;
@@ -180,6 +181,7 @@ pub async fn handle(
     response
 }
 
+pub use admission::ensure_priority_classes;
 pub use write::ensure_namespaces;
 
 #[cfg(test)]

@@ -337,6 +337,9 @@ async fn create_object(
         object["metadata"]["name"] = json!(name);
         apply_defaults(resource, &name, &mut object);
         keelson_api::defaults::apply(resource.kind, &mut object);
+        if resource.kind == "Pod" && resource.group.is_empty() {
+            super::admission::admit_pod(rest, &mut object).await?;
+        }
         let problems = keelson_api::validation::validate(resource.kind, &object);
         if !problems.is_empty() {
             return Err(object::invalid_fields(resource, &name, &problems));
