@@ -3,37 +3,21 @@
 //! removed after their grace period, containers exit on demand by restart policy, and a
 //! node told to stop heartbeating stops renewing its lease.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use keelson_agent::{SimConfig, SimulatedNodes};
-use keelson_apiserver::{ApiServer, BuildInfo, ServerConfig};
-use keelson_store::{SqliteConfig, SqliteStore, Store};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 async fn start(dir: &std::path::Path) -> Result<Client> {
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(SqliteConfig::new(dir.join("db/state.db"))).await?);
-    let config = ServerConfig {
-        data_dir: dir.to_path_buf(),
-        bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        tls_sans: vec![],
-        build: BuildInfo {
-            version: "test".into(),
-            commit: "test".into(),
-        },
-        cache: Default::default(),
-    };
-    let server = ApiServer::bind(config, store, Default::default()).await?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path())?;
-    tokio::spawn(server.serve(std::future::pending()));
+    let kubeconfig = keelson_apiserver::testing::start_in_process(dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = Client::try_from(config)?;
     tokio::spawn(keelson_scheduler::run(

@@ -388,3 +388,29 @@ pub fn kubectl() -> std::io::Result<std::path::PathBuf> {
         ),
     ))
 }
+
+/// Starts an API server over a fresh SQLite store under `dir`, on a free loopback port,
+/// serving in the background for the rest of the test; returns its admin kubeconfig
+/// (what in-process components and kube-rs clients connect with).
+pub async fn start_in_process(
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    use keelson_store::{SqliteConfig, SqliteStore, Store};
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.join("db/state.db"))).await?);
+    let config = crate::ServerConfig {
+        data_dir: dir.to_path_buf(),
+        bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        port: 0,
+        tls_sans: vec![],
+        build: crate::BuildInfo {
+            version: "test".into(),
+            commit: "test".into(),
+        },
+        cache: Default::default(),
+    };
+    let server = crate::ApiServer::bind(config, store, Default::default()).await?;
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    tokio::spawn(server.serve(std::future::pending()));
+    Ok(kubeconfig)
+}

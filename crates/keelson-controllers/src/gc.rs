@@ -9,49 +9,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::ControllerError;
-
-fn cache<K>(client: &Client, wake: Arc<Notify>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    tokio::spawn(
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(move |_| {
-                wake.notify_one();
-                futures::future::ready(())
-            }),
-    );
-    store
-}
+use crate::cache::watched;
 
 pub async fn run(client: Client) {
     let wake = Arc::new(Notify::new());
-    let deployments = cache::<Deployment>(&client, wake.clone());
-    let sets = cache::<ReplicaSet>(&client, wake.clone());
-    let pods = cache::<Pod>(&client, wake.clone());
+    let deployments = watched(Api::<Deployment>::all(client.clone()), Some(wake.clone()));
+    let sets = watched(Api::<ReplicaSet>::all(client.clone()), Some(wake.clone()));
+    let pods = watched(Api::<Pod>::all(client.clone()), Some(wake.clone()));
     for ready in [
         deployments.wait_until_ready().await,
         sets.wait_until_ready().await,

@@ -3,6 +3,7 @@
 //! through the API server, and returns an `Action`. No controller depends on another, and
 //! none reads the store. [`run`] starts them all.
 
+mod cache;
 mod deployment;
 mod events;
 mod gc;

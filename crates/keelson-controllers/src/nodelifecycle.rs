@@ -10,45 +10,27 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::cache::watched;
 use crate::{ControllerError, ControllersConfig};
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
-fn cache<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    tokio::spawn(
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(|_| futures::future::ready(())),
-    );
-    store
-}
-
 pub async fn run(client: Client, config: ControllersConfig) {
-    let nodes = cache(Api::<Node>::all(client.clone()));
-    let leases = cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let pods = cache(Api::<Pod>::all(client.clone()));
+    let nodes = watched(Api::<Node>::all(client.clone()), None);
+    let leases = watched(
+        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
+        None,
+    );
+    let pods = watched(Api::<Pod>::all(client.clone()), None);
     for ready in [
         nodes.wait_until_ready().await,
         leases.wait_until_ready().await,
