@@ -3,12 +3,13 @@
 //! removed after their grace period, containers exit on demand by restart policy, and a
 //! node told to stop heartbeating stops renewing its lease.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use keelson_agent::{SimConfig, SimulatedNodes};
+use keelson_apiserver::testing::eventually;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -26,23 +27,6 @@ async fn start(dir: &std::path::Path) -> Result<Client> {
         keelson_scheduler::SchedulerConfig::default(),
     ));
     Ok(client)
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn pod(name: &str, restart: &str) -> Result<Pod> {

@@ -323,35 +323,14 @@ fn replicas(spec: &Value, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Whether `labels` satisfy a `LabelSelector` object.
+/// Whether `labels` satisfy a `LabelSelector` object (one that does not decode matches
+/// nothing).
 fn selector_matches(selector: &Value, labels: &Value) -> bool {
-    let label = |key: &str| labels[key].as_str();
-    let match_labels = selector["matchLabels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| label(k) == v.as_str());
-    let expressions = selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            match e["operator"].as_str() {
-                Some("In") => label(key).is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => label(key).is_some(),
-                Some("DoesNotExist") => label(key).is_none(),
-                _ => false,
-            }
-        });
-    match_labels && expressions
+    let labels = crate::meta::labels(&serde_json::json!({"metadata": {"labels": labels}}));
+    serde_json::from_value(selector.clone())
+        .ok()
+        .and_then(|s| crate::selector::LabelSelector::from_object(&s))
+        .is_some_and(|s| s.matches(&labels))
 }
 
 fn workload(kind: &str, object: &Value, errors: &mut Vec<FieldError>) {

@@ -414,3 +414,27 @@ pub async fn start_in_process(
     tokio::spawn(server.serve(std::future::pending()));
     Ok(kubeconfig)
 }
+
+/// Polls `check` every 100 ms until it gives a value (up to 30 s): for waiting on what
+/// controllers, schedulers and agents do in the background. The error names `what`, or
+/// carries the first error `check` returned.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> std::io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => return Err(std::io::Error::other(format!("{what}: {error}"))),
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "timed out waiting for {what}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -2,12 +2,13 @@
 //! nodes running as they do in `keelson server` and `keelson agent --simulate`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use keelson_agent::{SimConfig, SimulatedNodes};
+use keelson_apiserver::testing::eventually;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -40,23 +41,6 @@ async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
     sim.lease_renew = Duration::from_millis(300);
     let nodes = SimulatedNodes::start(client.clone(), sim).await?;
     Ok(Cluster { client, nodes })
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -206,7 +190,8 @@ async fn rollout_done(deployments: &Api<k8s_openapi::api::apps::v1::Deployment>)
             });
         Ok(done.then_some(()))
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The cluster as one scheduling cycle sees it: every node with the pods on it and what
 //! they use.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -96,10 +96,16 @@ impl Snapshot {
         let mut snapshot = Snapshot {
             nodes: nodes.into_iter().map(NodeInfo::new).collect(),
         };
+        let index: HashMap<String, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         for pod in pods {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-            if let Some(info) = node.and_then(|n| snapshot.nodes.iter_mut().find(|i| i.name == n)) {
-                info.add_pod(Arc::new(pod));
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
+            if let Some(&i) = node.and_then(|n| index.get(n)) {
+                snapshot.nodes[i].add_pod(Arc::new(pod));
             }
         }
         snapshot

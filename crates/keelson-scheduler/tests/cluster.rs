@@ -2,10 +2,11 @@
 //! bound and spread, a pod too big for every node left Pending with kubectl's reason as an
 //! event and a condition, and placed as soon as a node with room appears.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use keelson_apiserver::testing::eventually;
 use keelson_scheduler::SchedulerConfig;
 use keelson_scheduler::plugins::default_profile;
 use kube::api::{ListParams, PostParams};
@@ -40,24 +41,6 @@ fn node(name: &str, cpu: &str) -> Result<Node> {
 fn pod(name: &str, cpu: &str) -> Result<Pod> {
     Ok(serde_json::from_value(json!({"metadata": {"name": name},
         "spec": {"containers": [{"name": "c", "image": "nginx", "resources": {"requests": {"cpu": cpu}}}]}}))?)
-}
-
-/// Polls until `check` gives a value, for up to 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn node_of(pod: &Pod) -> Option<String> {
@@ -104,12 +87,15 @@ async fn pods_are_placed_and_unschedulable_ones_wait_for_room() -> Result<()> {
         message == "0/2 nodes are available: 2 Insufficient cpu.",
         "{message}"
     );
-    let big = pods.get("big").await?;
-    let condition = big
-        .status
-        .and_then(|s| s.conditions)
-        .and_then(|c| c.into_iter().find(|c| c.type_ == "PodScheduled"))
-        .context("PodScheduled condition")?;
+    // The condition is written just after the event: wait for it too.
+    let condition = eventually("the PodScheduled condition", || async {
+        let big = pods.get("big").await?;
+        Ok(big
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| c.into_iter().find(|c| c.type_ == "PodScheduled")))
+    })
+    .await?;
     anyhow::ensure!(
         condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable"),
         "{condition:?}"

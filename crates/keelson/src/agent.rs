@@ -85,11 +85,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .map(|t| taint(t))
         .collect::<Result<_>>()?;
     config.start_delay = Duration::from_millis(args.start_delay_ms);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let client_config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = kube::Client::try_from(client_config)?;
+    let client = crate::kube_client(&args.kubeconfig).await?;
     let nodes = SimulatedNodes::start(client, config).await?;
     tracing::info!(count, prefix = %args.node_prefix, "simulated nodes running");
     eprintln!(

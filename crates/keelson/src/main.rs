@@ -80,3 +80,13 @@ fn init_logging() {
         .with_target(false)
         .init();
 }
+
+/// A Kubernetes client from a kubeconfig file: how in-process components (with the admin
+/// kubeconfig) and agents reach the API server.
+async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let parsed = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}

@@ -135,10 +135,15 @@ pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
         server.kubeconfig_path().display()
     );
     // In-process components are API clients too, over loopback with the admin credentials.
+    let client = if args.disable_scheduler && args.disable_controllers {
+        None
+    } else {
+        Some(crate::kube_client(server.kubeconfig_path()).await?)
+    };
     let scheduler = if args.disable_scheduler {
         None
     } else {
-        let client = admin_client(server.kubeconfig_path()).await?;
+        let client = client.clone().context("admin client")?;
         Some(tokio::spawn(async move {
             let result = keelson_scheduler::run(
                 client,
@@ -154,7 +159,7 @@ pub async fn run(args: ServerArgs, build: BuildInfo) -> Result<()> {
     let controllers = if args.disable_controllers {
         None
     } else {
-        let client = admin_client(server.kubeconfig_path()).await?;
+        let client = client.context("admin client")?;
         Some(tokio::spawn(keelson_controllers::run(
             client,
             keelson_controllers::ControllersConfig::default(),
@@ -188,15 +193,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
-}
-
-/// A Kubernetes client for the in-process components, from the admin kubeconfig.
-async fn admin_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    Ok(kube::Client::try_from(config)?)
 }

@@ -1,7 +1,5 @@
 //! What a node is: its name, whether it takes pods, its taints, labels and host ports.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
 };
@@ -140,8 +138,14 @@ impl Score for TaintToleration {
     }
 }
 
-fn labels(node: &NodeInfo) -> BTreeMap<String, String> {
-    node.node.metadata.labels.clone().unwrap_or_default()
+/// The node's label `key`, borrowed (this runs for every node of every cycle).
+fn label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a str> {
+    node.node
+        .metadata
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// Whether one node selector requirement holds for `value` (the label's, if any).
@@ -178,10 +182,9 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     if expressions.is_empty() && fields.is_empty() {
         return false;
     }
-    let labels = labels(node);
     expressions
         .iter()
-        .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+        .all(|r| requirement_holds(r, label(node, &r.key)))
         && fields.iter().all(|r| {
             let value = (r.key == "metadata.name").then_some(node.name.as_str());
             requirement_holds(r, value)
@@ -201,12 +204,11 @@ impl Filter for NodeAffinity {
         let Some(spec) = pod.spec.as_ref() else {
             return Ok(());
         };
-        let labels = labels(node);
         let selector_ok = spec
             .node_selector
             .iter()
             .flatten()
-            .all(|(k, v)| labels.get(k) == Some(v));
+            .all(|(k, v)| label(node, k) == Some(v.as_str()));
         let required = spec
             .affinity
             .as_ref()
