@@ -89,13 +89,80 @@ impl std::fmt::Display for FitError {
     }
 }
 
-/// One scheduling cycle: filter every node, score the feasible ones, pick the best (the
-/// first in snapshot order among equals).
+/// One scheduling cycle over every node: filter them all, score the feasible ones, pick
+/// the best (the first in snapshot order among equals).
 pub fn schedule(profile: &Profile, snapshot: &Snapshot, pod: &Pod) -> Result<Placement, FitError> {
+    schedule_sampled(profile, snapshot, pod, &mut NodeCursor::all())
+}
+
+/// Where the next cycle starts filtering, and how many feasible nodes are enough: the
+/// upstream scheduler's `percentageOfNodesToScore`. Large clusters are not filtered whole
+/// for every pod; each cycle starts where the last one stopped, so all nodes take turns.
+#[derive(Clone, Debug)]
+pub struct NodeCursor {
+    next: usize,
+    /// Percent of the nodes to find feasible before scoring; 0 picks it from the cluster
+    /// size as upstream does (50% less 1% per 125 nodes, at least 5%), 100 means all.
+    pub percentage: u32,
+}
+
+/// Below this many nodes, every node is filtered.
+const MIN_FEASIBLE_NODES: usize = 100;
+
+impl NodeCursor {
+    /// Every node, every cycle.
+    pub fn all() -> Self {
+        NodeCursor {
+            next: 0,
+            percentage: 100,
+        }
+    }
+
+    /// Upstream's adaptive sample.
+    pub fn adaptive() -> Self {
+        NodeCursor {
+            next: 0,
+            percentage: 0,
+        }
+    }
+
+    /// How many feasible nodes a cycle over `nodes` nodes looks for.
+    pub fn feasible_to_find(&self, nodes: usize) -> usize {
+        if nodes < MIN_FEASIBLE_NODES || self.percentage >= 100 {
+            return nodes;
+        }
+        let percentage = if self.percentage == 0 {
+            (50 - i64::try_from(nodes / 125).unwrap_or(i64::MAX)).max(5) as usize
+        } else {
+            self.percentage as usize
+        };
+        (nodes * percentage / 100).max(MIN_FEASIBLE_NODES)
+    }
+}
+
+/// One scheduling cycle that stops filtering once the cursor's share of nodes is found
+/// feasible, starting where the previous cycle stopped. A pod that fits nowhere has had
+/// every node filtered, so its `FitError` is complete.
+pub fn schedule_sampled(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    pod: &Pod,
+    cursor: &mut NodeCursor,
+) -> Result<Placement, FitError> {
     let state = CycleState::new(pod, snapshot);
     let mut feasible = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for (index, node) in snapshot.nodes.iter().enumerate() {
+    let count = snapshot.nodes.len();
+    let wanted = cursor.feasible_to_find(count);
+    let start = if count == 0 { 0 } else { cursor.next % count };
+    let mut processed = 0;
+    for offset in 0..count {
+        if feasible.len() >= wanted {
+            break;
+        }
+        processed += 1;
+        let index = (start + offset) % count;
+        let node = &snapshot.nodes[index];
         let verdict = profile
             .filters
             .iter()
@@ -108,6 +175,9 @@ pub fn schedule(profile: &Profile, snapshot: &Snapshot, pod: &Pod) -> Result<Pla
                 }
             }
         }
+    }
+    if count > 0 {
+        cursor.next = (start + processed) % count;
     }
     if feasible.is_empty() {
         return Err(FitError {

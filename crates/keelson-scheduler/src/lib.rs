@@ -13,8 +13,12 @@ pub mod plugins;
 mod resources;
 mod run;
 mod snapshot;
+mod state;
+mod terms;
 
-pub use framework::{CycleState, Filter, FitError, Placement, Profile, Score, schedule};
+pub use framework::{
+    CycleState, Filter, FitError, NodeCursor, Placement, Profile, Score, schedule, schedule_sampled,
+};
 pub use resources::{Resources, pod_requests};
 pub use run::{SchedulerConfig, SchedulerError, run};
 pub use snapshot::{NodeInfo, Snapshot};

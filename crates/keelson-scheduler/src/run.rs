@@ -1,7 +1,9 @@
-//! The scheduler as an API client: reflectors of the nodes and pods, a queue of the pods it
-//! has to place (priority first, then age; failures back off), one framework cycle per pod,
-//! binding through `pods/binding`, and `FailedScheduling` events and conditions for pods
-//! that fit nowhere. It talks only to the API server.
+//! The scheduler as an API client: watches of the nodes and pods feeding a [`ClusterState`]
+//! kept current event by event, a queue of the pods it has to place (priority first, then
+//! age; failures back off), one framework cycle per pod over a sample of the nodes,
+//! binding through `pods/binding` in the background (the pod assumed on its node
+//! meanwhile), and `FailedScheduling` events and conditions for pods that fit nowhere. It
+//! talks only to the API server.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,15 +14,14 @@ use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::framework::{FitError, Profile, schedule};
-use crate::snapshot::Snapshot;
+use crate::framework::{FitError, NodeCursor, Profile, schedule_sampled};
+use crate::state::ClusterState;
 
 /// How the scheduler behaves.
 #[derive(Clone, Debug)]
@@ -57,28 +58,22 @@ struct Backoff {
     event: Option<(String, String, i32)>,
 }
 
-/// A pod bound by this scheduler that the pod reflector has not shown bound yet.
-struct Assumed {
-    pod: Pod,
-    node: String,
-}
+/// At most this many bindings in flight: binding is a round trip, and the cycle does not
+/// wait for it (the pod is assumed on its node meanwhile).
+const BINDS_IN_FLIGHT: usize = 64;
+/// The cycle yields to other tasks after this many pods.
+const PODS_BETWEEN_YIELDS: usize = 64;
 
 fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
-fn bound_node(pod: &Pod) -> Option<&str> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
+/// What the watches and the binding tasks tell the loop.
+enum Change {
+    Node(Box<watcher::Event<Node>>),
+    Pod(Box<watcher::Event<Pod>>),
+    /// A binding finished: the pod's uid, and whether it was bound.
+    Bound(String, Result<(), kube::Error>),
 }
 
 /// Runs until the client's server goes away for good.
@@ -87,46 +82,60 @@ pub async fn run(
     profile: Profile,
     config: SchedulerConfig,
 ) -> Result<(), SchedulerError> {
-    let wake = Arc::new(Notify::new());
-    let nodes = reflect::<Node>(Api::all(client.clone()), wake.clone());
-    let pods = reflect::<Pod>(Api::all(client.clone()), wake.clone());
-    nodes
-        .wait_until_ready()
-        .await
-        .map_err(|_| SchedulerError::WatchEnded)?;
-    pods.wait_until_ready()
-        .await
-        .map_err(|_| SchedulerError::WatchEnded)?;
-    let mut backoffs: HashMap<String, Backoff> = HashMap::new();
-    let mut assumed: HashMap<String, Assumed> = HashMap::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Change>();
+    forward(Api::<Node>::all(client.clone()), tx.clone(), |e| {
+        Change::Node(Box::new(e))
+    });
+    forward(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
+        Change::Pod(Box::new(e))
+    });
+    let mut scheduler = Scheduler {
+        client,
+        profile,
+        state: ClusterState::new(&config.name),
+        config,
+        backoffs: HashMap::new(),
+        cursor: NodeCursor::adaptive(),
+        binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
+        changes: tx,
+        listing_nodes: None,
+        listing_pods: None,
+        synced: (false, false),
+    };
     loop {
         let now = Instant::now();
-        let next_retry = backoffs
+        let next_retry = scheduler
+            .backoffs
             .values()
             .map(|b| b.retry_at)
             .filter(|t| *t > now)
             .min()
             .unwrap_or(now + Duration::from_secs(5));
         tokio::select! {
-            () = wake.notified() => {}
+            change = rx.recv() => {
+                let Some(change) = change else {
+                    return Err(SchedulerError::WatchEnded);
+                };
+                scheduler.apply(change);
+                // Take in everything that has arrived before deciding anything.
+                while let Ok(change) = rx.try_recv() {
+                    scheduler.apply(change);
+                }
+            }
             () = tokio::time::sleep_until(next_retry) => {}
         }
-        cycle(
-            &client,
-            &profile,
-            &config,
-            &nodes,
-            &pods,
-            &mut backoffs,
-            &mut assumed,
-        )
-        .await;
+        if scheduler.synced == (true, true) {
+            scheduler.cycle().await;
+        }
     }
 }
 
-/// Keeps a store of `K` current, waking the scheduler on every change.
-fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
-where
+/// Sends every event of a watch of `K` to the loop.
+fn forward<K>(
+    api: Api<K>,
+    tx: tokio::sync::mpsc::UnboundedSender<Change>,
+    wrap: fn(watcher::Event<K>) -> Change,
+) where
     K: kube::Resource
         + Clone
         + serde::de::DeserializeOwned
@@ -136,99 +145,135 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (store, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .reflect(writer)
-        .for_each(move |_| {
-            wake.notify_one();
+        .for_each(move |event| {
+            if let Ok(event) = event {
+                let _ = tx.send(wrap(event));
+            }
             futures::future::ready(())
         });
     tokio::spawn(stream);
-    store
 }
 
-/// Places every pod that is due, in queue order, on one snapshot.
-async fn cycle(
-    client: &Client,
-    profile: &Profile,
-    config: &SchedulerConfig,
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    backoffs: &mut HashMap<String, Backoff>,
-    assumed: &mut HashMap<String, Assumed>,
-) {
-    let all: Vec<Arc<Pod>> = pods.state();
-    let live: HashMap<String, &Arc<Pod>> = all.iter().map(|p| (uid(p), p)).collect();
-    // Assumed pods the reflector now shows bound (or gone) need no remembering.
-    assumed.retain(|uid, _| live.get(uid).is_some_and(|p| bound_node(p).is_none()));
-    backoffs.retain(|uid, _| live.contains_key(uid));
+struct Scheduler {
+    client: Client,
+    profile: Profile,
+    config: SchedulerConfig,
+    state: ClusterState,
+    backoffs: HashMap<String, Backoff>,
+    cursor: NodeCursor,
+    binds: Arc<Semaphore>,
+    changes: tokio::sync::mpsc::UnboundedSender<Change>,
+    /// Objects of a watch (re)listing, until it is done.
+    listing_nodes: Option<Vec<Arc<Node>>>,
+    listing_pods: Option<Vec<Arc<Pod>>>,
+    /// Whether nodes and pods have each been listed once.
+    synced: (bool, bool),
+}
 
-    let placed = all
-        .iter()
-        .filter(|p| bound_node(p).is_some() && !is_terminal(p))
-        .map(|p| (**p).clone())
-        .chain(assumed.values().map(|a| {
-            let mut pod = a.pod.clone();
-            if let Some(spec) = pod.spec.as_mut() {
-                spec.node_name = Some(a.node.clone());
-            }
-            pod
-        }));
-    let mut snapshot = Snapshot::new(
-        nodes.state().iter().map(|n| (**n).clone()).collect(),
-        placed,
-    );
-
-    let now = Instant::now();
-    let mut queue: Vec<&Arc<Pod>> = all
-        .iter()
-        .filter(|p| {
-            let spec = p.spec.as_ref();
-            let ours = spec
-                .and_then(|s| s.scheduler_name.as_deref())
-                .is_none_or(|n| n == config.name);
-            ours && bound_node(p).is_none()
-                && p.metadata.deletion_timestamp.is_none()
-                && !is_terminal(p)
-                && !assumed.contains_key(&uid(p))
-                && backoffs.get(&uid(p)).is_none_or(|b| b.retry_at <= now)
-        })
-        .collect();
-    // Highest priority first, then the oldest.
-    queue.sort_by(|a, b| {
-        let priority = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        priority(b).cmp(&priority(a)).then_with(|| {
-            a.metadata
-                .creation_timestamp
-                .cmp(&b.metadata.creation_timestamp)
-        })
-    });
-    for pod in queue {
-        let key = uid(pod);
-        match schedule(profile, &snapshot, pod) {
-            Ok(placement) => match bind(client, pod, &placement.node).await {
-                Ok(()) => {
-                    tracing::debug!(pod = ?pod.metadata.name, node = %placement.node, "bound");
-                    snapshot.assume((**pod).clone(), placement.index);
-                    assumed.insert(
-                        key.clone(),
-                        Assumed {
-                            pod: (**pod).clone(),
-                            node: placement.node,
-                        },
-                    );
-                    backoffs.remove(&key);
+impl Scheduler {
+    fn apply(&mut self, change: Change) {
+        use watcher::Event;
+        match change {
+            Change::Node(event) => match *event {
+                Event::Apply(node) => self.state.apply_node(Arc::new(node)),
+                Event::Delete(node) => self.state.delete_node(&node),
+                Event::Init => self.listing_nodes = Some(Vec::new()),
+                Event::InitApply(node) => {
+                    self.listing_nodes
+                        .get_or_insert_default()
+                        .push(Arc::new(node));
                 }
-                Err(error) => {
-                    tracing::warn!(pod = ?pod.metadata.name, %error, "binding failed");
-                    back_off(config, backoffs, &key);
+                Event::InitDone => {
+                    let nodes = self.listing_nodes.take().unwrap_or_default();
+                    self.state.reset_nodes(nodes);
+                    self.synced.0 = true;
                 }
             },
-            Err(fit) => {
-                let backoff = back_off(config, backoffs, &key);
-                if let Err(error) = report_unschedulable(client, config, pod, &fit, backoff).await {
-                    tracing::warn!(pod = ?pod.metadata.name, %error, "reporting failed");
+            Change::Pod(event) => match *event {
+                Event::Apply(pod) => self.state.apply_pod(Arc::new(pod)),
+                Event::Delete(pod) => {
+                    self.backoffs.remove(&uid(&pod));
+                    self.state.delete_pod(&pod);
+                }
+                Event::Init => self.listing_pods = Some(Vec::new()),
+                Event::InitApply(pod) => {
+                    self.listing_pods
+                        .get_or_insert_default()
+                        .push(Arc::new(pod));
+                }
+                Event::InitDone => {
+                    let pods = self.listing_pods.take().unwrap_or_default();
+                    self.state.reset_pods(pods);
+                    let state = &self.state;
+                    self.backoffs.retain(|uid, _| state.is_pending(uid));
+                    self.synced.1 = true;
+                }
+            },
+            Change::Bound(key, Ok(())) => {
+                tracing::debug!(uid = %key, "bound");
+            }
+            Change::Bound(key, Err(error)) => {
+                // Not bound: the pod waits for a node again, after a back-off.
+                let name = self
+                    .state
+                    .forget(&key)
+                    .and_then(|p| p.metadata.name.clone());
+                tracing::warn!(pod = ?name, %error, "binding failed");
+                back_off(&self.config, &mut self.backoffs, &key);
+            }
+        }
+    }
+
+    /// Places every pod that is due, in queue order; bindings go out in the background.
+    async fn cycle(&mut self) {
+        let now = Instant::now();
+        let mut queue: Vec<Arc<Pod>> = self
+            .state
+            .pending()
+            .filter(|(uid, _)| self.backoffs.get(*uid).is_none_or(|b| b.retry_at <= now))
+            .map(|(_, pod)| pod.clone())
+            .collect();
+        // Highest priority first, then the oldest.
+        queue.sort_by(|a, b| {
+            let priority = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            priority(b).cmp(&priority(a)).then_with(|| {
+                a.metadata
+                    .creation_timestamp
+                    .cmp(&b.metadata.creation_timestamp)
+            })
+        });
+        for (n, pod) in queue.into_iter().enumerate() {
+            if n > 0 && n % PODS_BETWEEN_YIELDS == 0 {
+                tokio::task::yield_now().await;
+            }
+            let key = uid(&pod);
+            match schedule_sampled(&self.profile, &self.state.snapshot, &pod, &mut self.cursor) {
+                Ok(placement) => {
+                    tracing::debug!(pod = ?pod.metadata.name, node = %placement.node, "assumed");
+                    self.state.assume(pod.clone(), placement.index);
+                    self.backoffs.remove(&key);
+                    let (client, binds, changes) = (
+                        self.client.clone(),
+                        self.binds.clone(),
+                        self.changes.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let Ok(_permit) = binds.acquire_owned().await else {
+                            return;
+                        };
+                        let result = bind(&client, &pod, &placement.node).await;
+                        let _ = changes.send(Change::Bound(key, result));
+                    });
+                }
+                Err(fit) => {
+                    let backoff = back_off(&self.config, &mut self.backoffs, &key);
+                    if let Err(error) =
+                        report_unschedulable(&self.client, &self.config, &pod, &fit, backoff).await
+                    {
+                        tracing::warn!(pod = ?pod.metadata.name, %error, "reporting failed");
+                    }
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::resources::{Resources, pod_requests};
+use crate::terms::{Term, required_anti_affinity};
 
 /// A host port in use: (host IP, protocol, port).
 pub type HostPort = (String, String, i32);
@@ -19,6 +20,9 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     pub requested: Resources,
     pub pods: Vec<Arc<Pod>>,
+    /// The pods here with required pod anti-affinity, and those terms: the only pods a new
+    /// pod without affinity terms of its own has to be checked against.
+    pub pods_with_required_anti_affinity: Vec<(Arc<Pod>, Arc<[Term]>)>,
     pub used_ports: BTreeSet<HostPort>,
 }
 
@@ -43,6 +47,10 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
 
 impl NodeInfo {
     pub fn new(node: Node) -> Self {
+        NodeInfo::shared(Arc::new(node))
+    }
+
+    pub fn shared(node: Arc<Node>) -> Self {
         let status = node.status.as_ref();
         let allocatable = Resources::from_list(
             status
@@ -51,18 +59,30 @@ impl NodeInfo {
         );
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
-            node: Arc::new(node),
+            node,
             allocatable,
             requested: Resources::default(),
             pods: Vec::new(),
+            pods_with_required_anti_affinity: Vec::new(),
             used_ports: BTreeSet::new(),
         }
     }
 
     /// Counts `pod` as running here.
     pub fn add_pod(&mut self, pod: Arc<Pod>) {
-        self.requested.add(&pod_requests(&pod));
+        self.add_pod_with(pod, &pod_requests);
+    }
+
+    /// Counts `pod` as running here, its requests as `requests` works them out (the run
+    /// loop remembers them per pod rather than parsing quantities every cycle).
+    pub fn add_pod_with(&mut self, pod: Arc<Pod>, requests: &dyn Fn(&Pod) -> Resources) {
+        self.requested.add(&requests(&pod));
         self.used_ports.extend(host_ports(&pod));
+        let terms = required_anti_affinity(&pod);
+        if !terms.is_empty() {
+            self.pods_with_required_anti_affinity
+                .push((pod.clone(), terms.into()));
+        }
         self.pods.push(pod);
     }
 
@@ -76,6 +96,8 @@ impl NodeInfo {
             return false;
         };
         let pod = self.pods.remove(index);
+        self.pods_with_required_anti_affinity
+            .retain(|(p, _)| !Arc::ptr_eq(p, &pod));
         self.requested.subtract(&pod_requests(&pod));
         for port in host_ports(&pod) {
             self.used_ports.remove(&port);
@@ -93,20 +115,36 @@ pub struct Snapshot {
 impl Snapshot {
     /// Nodes, with the pods already bound to them (by `spec.nodeName`).
     pub fn new(nodes: Vec<Node>, pods: impl IntoIterator<Item = Pod>) -> Self {
-        let mut snapshot = Snapshot {
-            nodes: nodes.into_iter().map(NodeInfo::new).collect(),
-        };
-        let index: HashMap<String, usize> = snapshot
+        let nodes = nodes.into_iter().map(NodeInfo::new).collect();
+        let pods = pods.into_iter().filter_map(|pod| {
+            let node = pod.spec.as_ref()?.node_name.clone()?;
+            Some((Arc::new(pod), node))
+        });
+        Snapshot::build(nodes, pods, &pod_requests)
+    }
+
+    /// Nodes (already turned into `NodeInfo`s, without pods), and shared pods with the node
+    /// each is on — bound, or assumed by the scheduler.
+    pub fn build(
+        nodes: Vec<NodeInfo>,
+        pods: impl IntoIterator<Item = (Arc<Pod>, String)>,
+        requests: &dyn Fn(&Pod) -> Resources,
+    ) -> Self {
+        let mut snapshot = Snapshot { nodes };
+        let index: HashMap<&str, usize> = snapshot
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
+            .map(|(i, n)| (n.name.as_str(), i))
             .collect();
-        for pod in pods {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
-            if let Some(&i) = node.and_then(|n| index.get(n)) {
-                snapshot.nodes[i].add_pod(Arc::new(pod));
+        let mut placed: Vec<(usize, Arc<Pod>)> = Vec::new();
+        for (pod, node) in pods {
+            if let Some(&i) = index.get(node.as_str()) {
+                placed.push((i, pod));
             }
+        }
+        for (i, pod) in placed {
+            snapshot.nodes[i].add_pod_with(pod, requests);
         }
         snapshot
     }
@@ -114,8 +152,12 @@ impl Snapshot {
     /// Records that `pod` goes to the node at `index` (the Reserve step): later cycles
     /// count it there.
     pub fn assume(&mut self, pod: Pod, index: usize) {
+        self.assume_shared(Arc::new(pod), index);
+    }
+
+    pub fn assume_shared(&mut self, pod: Arc<Pod>, index: usize) {
         if let Some(info) = self.nodes.get_mut(index) {
-            info.add_pod(Arc::new(pod));
+            info.add_pod(pod);
         }
     }
 }

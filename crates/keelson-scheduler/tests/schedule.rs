@@ -402,3 +402,80 @@ fn affinity_follows_pods_and_running_pods_can_refuse_newcomers() {
         placed.node
     );
 }
+
+#[test]
+fn large_clusters_are_sampled_in_turn_and_a_rare_fit_is_still_found() {
+    use keelson_scheduler::{NodeCursor, schedule_sampled};
+    // Upstream's adaptive share: all nodes below 100, then 50% less 1% per 125 nodes,
+    // never under 5% nor under 100 nodes.
+    let cursor = NodeCursor::adaptive();
+    assert_eq!(cursor.feasible_to_find(50), 50);
+    assert_eq!(cursor.feasible_to_find(1_000), 420);
+    assert_eq!(cursor.feasible_to_find(5_000), 500);
+    assert_eq!(cursor.feasible_to_find(100_000), 5_000);
+    assert_eq!(NodeCursor::all().feasible_to_find(5_000), 5_000);
+
+    // 1,000 equal nodes: each cycle looks at 420 of them, starting where the last stopped,
+    // so consecutive pods land in different parts of the cluster.
+    let nodes: Vec<Node> = (0..1_000)
+        .map(|i| node(&format!("n{i}"), "4", "8Gi", json!({})))
+        .collect();
+    let mut snapshot = Snapshot::new(nodes, []);
+    let profile = default_profile();
+    let mut cursor = NodeCursor::adaptive();
+    let first = schedule_sampled(
+        &profile,
+        &snapshot,
+        &pod("a", "1", "1Gi", json!({})),
+        &mut cursor,
+    )
+    .expect("fits");
+    assert!(first.index < 420, "{first:?}");
+    snapshot.assume(pod("a", "1", "1Gi", json!({})), first.index);
+    let second = schedule_sampled(
+        &profile,
+        &snapshot,
+        &pod("b", "1", "1Gi", json!({})),
+        &mut cursor,
+    )
+    .expect("fits");
+    assert!((420..840).contains(&second.index), "{second:?}");
+
+    // One node in a thousand fits: sampling does not stop before finding it.
+    let nodes: Vec<Node> = (0..1_000)
+        .map(|i| {
+            let labels = if i == 777 {
+                json!({"disk": "ssd"})
+            } else {
+                json!({})
+            };
+            node(
+                &format!("n{i}"),
+                "4",
+                "8Gi",
+                json!({"metadata": {"labels": labels}}),
+            )
+        })
+        .collect();
+    let snapshot = Snapshot::new(nodes, []);
+    let picky = pod(
+        "picky",
+        "1",
+        "1Gi",
+        json!({"spec": {"nodeSelector": {"disk": "ssd"}}}),
+    );
+    let placed = schedule_sampled(&profile, &snapshot, &picky, &mut cursor).expect("fits");
+    assert_eq!(placed.node, "n777");
+    // And a pod that fits nowhere has every node counted in its reasons.
+    let none = pod(
+        "none",
+        "1",
+        "1Gi",
+        json!({"spec": {"nodeSelector": {"disk": "nvme"}}}),
+    );
+    let error = schedule_sampled(&profile, &snapshot, &none, &mut cursor).expect_err("no fit");
+    assert_eq!(
+        error.to_string(),
+        "0/1000 nodes are available: 1000 node(s) didn't match Pod's node affinity/selector."
+    );
+}

@@ -4,13 +4,13 @@
 //! The cluster-wide part is computed once per cycle ([`AffinityState::new`], upstream's
 //! PreFilter); the per-node checks only look up the node's labels.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
-use keelson_api::selector::LabelSelector;
 
 use crate::framework::{CycleState, Filter, Score};
 use crate::snapshot::{NodeInfo, Snapshot};
+use crate::terms::{Term, namespace};
 
 /// What the cycle's pod needs to know about the pods already placed.
 #[derive(Clone, Debug, Default)]
@@ -24,38 +24,9 @@ pub struct AffinityState {
     /// its group anywhere.
     first_of_group: bool,
     /// Domains (key, value) where a running pod's anti-affinity rejects this pod.
-    rejected_by_others: HashSet<(String, String)>,
+    rejected_by_others: HashMap<String, HashSet<String>>,
     /// Preferred terms: (key, value, weight), negative for anti-affinity.
     preferred: Vec<(String, String, i64)>,
-}
-
-fn labels(pod: &Pod) -> BTreeMap<String, String> {
-    pod.metadata.labels.clone().unwrap_or_default()
-}
-
-fn namespace(pod: &Pod) -> &str {
-    pod.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-/// Whether `term` (written on a pod in `owner_ns`) selects `pod`.
-fn term_selects(term: &PodAffinityTerm, owner_ns: &str, pod: &Pod) -> bool {
-    let namespaces = term.namespaces.as_deref().unwrap_or_default();
-    let any_namespace = term
-        .namespace_selector
-        .as_ref()
-        .is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
-    let namespace_ok = any_namespace
-        || if namespaces.is_empty() {
-            namespace(pod) == owner_ns
-        } else {
-            namespaces.iter().any(|n| n == namespace(pod))
-        };
-    namespace_ok
-        && term
-            .label_selector
-            .as_ref()
-            .and_then(LabelSelector::from_object)
-            .is_some_and(|s| s.matches(&labels(pod)))
 }
 
 fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
@@ -116,55 +87,74 @@ impl AffinityState {
                 .collect(),
             ..Default::default()
         };
+        // A pod with no terms of its own is checked only against running pods' required
+        // anti-affinity, which each node keeps a list of.
+        let own_terms =
+            !(anti_terms.is_empty() && affinity_terms.is_empty() && preferred_terms.is_empty());
+        let anti_compiled: Vec<Term> = anti_terms.iter().map(|t| Term::new(t, own_ns)).collect();
+        let affinity_compiled: Vec<Term> = affinity_terms
+            .iter()
+            .map(|t| Term::new(t, own_ns))
+            .collect();
+        let preferred_compiled: Vec<(Term, i64)> = preferred_terms
+            .iter()
+            .map(|(t, w)| (Term::new(t, own_ns), *w))
+            .collect();
         for node in &snapshot.nodes {
-            for other in &node.pods {
-                for (term, (key, domains)) in anti_terms.iter().zip(state.anti.iter_mut()) {
-                    if term_selects(term, own_ns, other)
-                        && let Some(value) = node_label(node, key)
+            if own_terms {
+                for other in &node.pods {
+                    for (term, (key, domains)) in anti_compiled.iter().zip(state.anti.iter_mut()) {
+                        if term.selects(other)
+                            && let Some(value) = node_label(node, key)
+                        {
+                            domains.insert(value.clone());
+                        }
+                    }
+                    for (term, (key, domains)) in
+                        affinity_compiled.iter().zip(state.affinity.iter_mut())
                     {
-                        domains.insert(value.clone());
+                        if term.selects(other)
+                            && let Some(value) = node_label(node, key)
+                        {
+                            domains.insert(value.clone());
+                        }
+                    }
+                    for (term, weight) in &preferred_compiled {
+                        if term.selects(other)
+                            && let Some(value) = node_label(node, &term.topology_key)
+                        {
+                            state.preferred.push((
+                                term.topology_key.clone(),
+                                value.clone(),
+                                *weight,
+                            ));
+                        }
                     }
                 }
-                for (term, (key, domains)) in affinity_terms.iter().zip(state.affinity.iter_mut()) {
-                    if term_selects(term, own_ns, other)
-                        && let Some(value) = node_label(node, key)
-                    {
-                        domains.insert(value.clone());
-                    }
-                }
-                for (term, weight) in &preferred_terms {
-                    if term_selects(term, own_ns, other)
+            }
+            // The running pods' own anti-affinity, against the new pod.
+            for (_, theirs) in &node.pods_with_required_anti_affinity {
+                for term in theirs.iter() {
+                    if term.selects(pod)
                         && let Some(value) = node_label(node, &term.topology_key)
                     {
-                        state
-                            .preferred
-                            .push((term.topology_key.clone(), value.clone(), *weight));
-                    }
-                }
-                // The running pod's own anti-affinity, against the new pod.
-                let theirs = other
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.affinity.as_ref())
-                    .and_then(|a| a.pod_anti_affinity.as_ref())
-                    .and_then(|a| {
-                        a.required_during_scheduling_ignored_during_execution
-                            .as_ref()
-                    });
-                for term in theirs.into_iter().flatten() {
-                    if term_selects(term, namespace(other), pod)
-                        && let Some(value) = node_label(node, &term.topology_key)
-                    {
-                        state
-                            .rejected_by_others
-                            .insert((term.topology_key.clone(), value.clone()));
+                        let values = match state.rejected_by_others.get_mut(&term.topology_key) {
+                            Some(values) => values,
+                            None => state
+                                .rejected_by_others
+                                .entry(term.topology_key.clone())
+                                .or_default(),
+                        };
+                        if !values.contains(value) {
+                            values.insert(value.clone());
+                        }
                     }
                 }
             }
         }
         state.first_of_group = !affinity_terms.is_empty()
             && state.affinity.iter().all(|(_, domains)| domains.is_empty())
-            && affinity_terms.iter().all(|t| term_selects(t, own_ns, pod));
+            && affinity_compiled.iter().all(|t| t.selects(pod));
         state
     }
 }
@@ -185,7 +175,7 @@ impl Filter for InterPodAffinity {
         };
         if a.rejected_by_others
             .iter()
-            .any(|(key, value)| node_label(node, key) == Some(value))
+            .any(|(key, values)| in_domain(key, values))
         {
             return Err(vec![
                 "node(s) didn't satisfy existing pods anti-affinity rules".into(),
