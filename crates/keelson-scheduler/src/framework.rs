@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::plugins::AffinityState;
+use crate::plugins::{AffinityState, SpreadState};
 use crate::resources::{Resources, pod_requests};
 use crate::snapshot::{NodeInfo, Snapshot, host_ports};
 
@@ -15,6 +15,8 @@ pub struct CycleState {
     pub host_ports: Vec<(String, String, i32)>,
     /// The running pods as the pod's (and their own) affinity terms see them.
     pub affinity: AffinityState,
+    /// The pod's topology spread constraints, with matching pods counted per domain.
+    pub spread: SpreadState,
 }
 
 impl CycleState {
@@ -23,6 +25,7 @@ impl CycleState {
             requests: pod_requests(pod),
             host_ports: host_ports(pod),
             affinity: AffinityState::new(pod, snapshot),
+            spread: SpreadState::new(pod, snapshot),
         }
     }
 }

@@ -479,3 +479,78 @@ fn large_clusters_are_sampled_in_turn_and_a_rare_fit_is_still_found() {
         "0/1000 nodes are available: 1000 node(s) didn't match Pod's node affinity/selector."
     );
 }
+
+#[test]
+fn topology_spread_keeps_zones_within_max_skew() {
+    let zone = |z: &str| json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}});
+    let nodes = vec![
+        node("a1", "8", "8Gi", zone("a")),
+        node("a2", "8", "8Gi", zone("a")),
+        node("b1", "8", "8Gi", zone("b")),
+        node("c1", "8", "8Gi", zone("c")),
+        node("unzoned", "8", "8Gi", json!({})),
+    ];
+    let spread = |name: &str, when: &str| {
+        pod(
+            name,
+            "100m",
+            "64Mi",
+            json!({"metadata": {"labels": {"app": "web"}},
+                "spec": {"topologySpreadConstraints": [{"maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": when,
+                    "labelSelector": {"matchLabels": {"app": "web"}}}]}}),
+        )
+    };
+    let profile = default_profile();
+    // Hard: nine pods over three zones land three per zone, never on the unzoned node,
+    // and no zone ever runs more than one ahead of the emptiest.
+    let mut snapshot = Snapshot::new(nodes.clone(), []);
+    let mut per_zone = std::collections::BTreeMap::<String, i32>::new();
+    for i in 0..9 {
+        let p = spread(&format!("w{i}"), "DoNotSchedule");
+        let placed = schedule(&profile, &snapshot, &p).expect("fits");
+        assert_ne!(placed.node, "unzoned");
+        *per_zone.entry(placed.node[..1].to_owned()).or_default() += 1;
+        let (max, min) = (
+            per_zone.values().max().copied().unwrap_or(0),
+            ["a", "b", "c"]
+                .iter()
+                .map(|z| per_zone.get(*z).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0),
+        );
+        assert!(max - min <= 1, "{per_zone:?}");
+        snapshot.assume(p, placed.index);
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+
+    // With zone c full, a hard constraint refuses the zones already ahead, and says so.
+    let nodes_b_c_full: Vec<Node> = vec![
+        node("a1", "8", "8Gi", zone("a")),
+        node("b1", "8", "8Gi", zone("b")),
+        node("c1", "100m", "8Gi", zone("c")),
+    ];
+    let mut snapshot = Snapshot::new(nodes_b_c_full, []);
+    for (i, at) in [(0, 0), (1, 1), (2, 2)] {
+        snapshot.assume(spread(&format!("x{i}"), "DoNotSchedule"), at);
+    }
+    for (i, at) in [(3, 0), (4, 1)] {
+        snapshot.assume(spread(&format!("x{i}"), "DoNotSchedule"), at);
+    }
+    let error = schedule(&profile, &snapshot, &spread("x5", "DoNotSchedule"))
+        .expect_err("c is full and a, b are ahead");
+    assert_eq!(
+        error.to_string(),
+        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match pod topology spread constraints."
+    );
+    // Soft: the same pod is placed anyway, preferring the emptier of the open zones.
+    let placed = schedule(&profile, &snapshot, &spread("x5", "ScheduleAnyway")).expect("fits");
+    assert!(placed.node == "a1" || placed.node == "b1", "{placed:?}");
+
+    // Soft spreading alone moves pods to the emptier zone.
+    let mut snapshot = Snapshot::new(nodes, []);
+    snapshot.assume(spread("y0", "ScheduleAnyway"), 0);
+    snapshot.assume(spread("y1", "ScheduleAnyway"), 2);
+    let placed = schedule(&profile, &snapshot, &spread("y2", "ScheduleAnyway")).expect("fits");
+    assert_eq!(placed.node, "c1");
+}

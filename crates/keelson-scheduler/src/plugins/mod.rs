@@ -3,10 +3,12 @@
 mod affinity;
 mod fit;
 mod node;
+mod spread;
 
 pub use affinity::{AffinityState, InterPodAffinity};
 pub use fit::{BalancedAllocation, LeastAllocated, NodeResourcesFit};
 pub use node::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
+pub use spread::{PodTopologySpread, SpreadState};
 
 use crate::framework::Profile;
 
@@ -21,12 +23,14 @@ pub fn default_profile() -> Profile {
             Box::new(NodeAffinity),
             Box::new(NodePorts),
             Box::new(NodeResourcesFit),
+            Box::new(PodTopologySpread),
             Box::new(InterPodAffinity),
         ],
         scores: vec![
             (Box::new(TaintToleration), 3),
             (Box::new(NodeAffinity), 2),
             (Box::new(InterPodAffinity), 2),
+            (Box::new(PodTopologySpread), 2),
             (Box::new(LeastAllocated), 1),
             (Box::new(BalancedAllocation), 1),
         ],
