@@ -6,7 +6,9 @@ mod node;
 
 pub use affinity::{AffinityState, InterPodAffinity};
 pub use fit::{BalancedAllocation, LeastAllocated, NodeResourcesFit};
-pub use node::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
+pub use node::{
+    NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration, term_matches, tolerates,
+};
 
 use crate::framework::Profile;
 
