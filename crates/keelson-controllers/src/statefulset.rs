@@ -168,17 +168,24 @@ impl View<'_> {
             .unwrap_or_default()
     }
 
-    fn retention(&self, when: &str) -> &str {
+    /// `persistentVolumeClaimRetentionPolicy.whenDeleted` is Delete.
+    fn claims_go_with_set(&self) -> bool {
         let policy = self
             .set
             .spec
             .persistent_volume_claim_retention_policy
             .as_ref();
-        let value = match when {
-            "deleted" => policy.and_then(|p| p.when_deleted.as_deref()),
-            _ => policy.and_then(|p| p.when_scaled.as_deref()),
-        };
-        value.unwrap_or("Retain")
+        policy.and_then(|p| p.when_deleted.as_deref()) == Some("Delete")
+    }
+
+    /// `persistentVolumeClaimRetentionPolicy.whenScaled` is Delete.
+    fn claims_go_on_scale_down(&self) -> bool {
+        let policy = self
+            .set
+            .spec
+            .persistent_volume_claim_retention_policy
+            .as_ref();
+        policy.and_then(|p| p.when_scaled.as_deref()) == Some("Delete")
     }
 }
 
@@ -243,6 +250,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, C
     };
     forget_settled(&ctx, &view);
     sync_pods(&ctx, &view).await?;
+    own_claims(&ctx, &view).await?;
     delete_scaled_claims(&ctx, &view).await?;
     let in_use: HashSet<String> = view
         .pods
@@ -536,15 +544,8 @@ async fn create_claims(
                 .clone()
                 .unwrap_or_default(),
         );
-        // Deleted with the set when the policy says so: the set owns the claim (not as
-        // its controller), and the garbage collector follows.
         let owners: Option<Vec<OwnerReference>> =
-            (view.retention("deleted") == "Delete").then(|| {
-                vec![OwnerReference {
-                    controller: None,
-                    ..controller_ref(view.set)
-                }]
-            });
+            view.claims_go_with_set().then(|| vec![claim_owner(view)]);
         let claim = PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some(claim_name.clone()),
@@ -612,9 +613,67 @@ async fn delete_pod(ctx: &Context, view: &View<'_>, pod: &Pod) -> Result<(), Con
     Ok(())
 }
 
+/// Deleted with the set when the policy says so: the set owns the claim (not as its
+/// controller), and the garbage collector follows.
+fn claim_owner(view: &View<'_>) -> OwnerReference {
+    OwnerReference {
+        controller: None,
+        ..controller_ref(view.set)
+    }
+}
+
+/// The claims of the set's ordinals are owned by the set exactly when `whenDeleted` is
+/// Delete, whoever made them and whatever the policy was then.
+async fn own_claims(ctx: &Context, view: &View<'_>) -> Result<(), ControllerError> {
+    if view.claim_templates().is_empty() {
+        return Ok(());
+    }
+    let owned_by_set = view.claims_go_with_set();
+    let uid = view.set.metadata.uid.clone().unwrap_or_default();
+    let wanted: HashSet<String> = (view.start..view.start + view.replicas)
+        .flat_map(|ordinal| {
+            view.claim_templates()
+                .iter()
+                .map(move |t| view.claim_name(t, ordinal))
+        })
+        .collect();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    for claim in ctx.claims.state() {
+        if claim.namespace().as_deref() != Some(view.namespace.as_str())
+            || !wanted.contains(&claim.name_any())
+            || claim.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let owners = claim.owner_references();
+        if owners.iter().any(|r| r.uid == uid) == owned_by_set {
+            continue;
+        }
+        let mut owners: Vec<OwnerReference> =
+            owners.iter().filter(|r| r.uid != uid).cloned().collect();
+        if owned_by_set {
+            owners.push(claim_owner(view));
+        }
+        let patch = json!({"metadata": {"ownerReferences": owners, "uid": claim.metadata.uid}});
+        match api
+            .patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
 /// With `whenScaled: Delete`, the claims of ordinals scaled away go once their pod has.
 async fn delete_scaled_claims(ctx: &Context, view: &View<'_>) -> Result<(), ControllerError> {
-    if view.retention("scaled") != "Delete" || view.claim_templates().is_empty() {
+    if !view.claims_go_on_scale_down() || view.claim_templates().is_empty() {
         return Ok(());
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &view.namespace);

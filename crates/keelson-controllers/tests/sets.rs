@@ -458,6 +458,127 @@ async fn rolling_updates_go_from_the_top_down_to_the_partition() -> Result<()> {
     })
     .await?;
     ensure!(image(&pods.get("web-0").await?) == "nginx:2");
+
+    // OnDelete: a new template replaces nothing by itself; a deleted pod comes back new.
+    sets.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null},
+            "template": {"spec": {"containers": [{"name": "c", "image": "nginx:3", "resources": {"requests": {"cpu": "10m"}}}]}}}})),
+    )
+    .await?;
+    // The status is written after the pass over the pods, so once it shows the new
+    // revision, any replacement would already have begun.
+    eventually("the new revision observed", || async {
+        let set = sets.get("web").await?;
+        let done = set.status.as_ref().is_some_and(|s| {
+            s.observed_generation == set.metadata.generation
+                && s.update_revision.as_ref() != Some(&new_revision)
+                && s.updated_replicas == Some(0)
+        });
+        Ok(done.then_some(()))
+    })
+    .await?;
+    let untouched = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && image(p) == "nginx:2")
+        .count();
+    ensure!(untouched == 3, "OnDelete replaced pods: {untouched} left");
+    let old_uid = pods.get("web-1").await?.metadata.uid;
+    pods.delete("web-1", &DeleteParams::default()).await?;
+    eventually("web-1 back with the new template", || async {
+        let pod = pods.get_opt("web-1").await?;
+        Ok(pod
+            .filter(|p| p.metadata.uid != old_uid && ready(p) && image(p) == "nginx:3")
+            .map(|_| ()))
+    })
+    .await?;
+    ensure!(image(&pods.get("web-0").await?) == "nginx:2");
+    ensure!(image(&pods.get("web-2").await?) == "nginx:2");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_follow_the_retention_policy() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 2, Duration::from_millis(100)).await?;
+    let client = cluster.client.clone();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
+    let claim_names = || async {
+        let mut names: Vec<String> = claims
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .map(|c| c.name_any())
+            .collect();
+        names.sort();
+        anyhow::Ok(names)
+    };
+
+    // Retain (the default): deleting the set takes its pods and revisions, not its claims.
+    sets.create(&PostParams::default(), &web("Parallel", 2, 0)?)
+        .await?;
+    ready_replicas(&sets, 2).await?;
+    sets.delete("web", &DeleteParams::default()).await?;
+    eventually("pods and revisions collected", || async {
+        let left = pods.list(&ListParams::default()).await?.items.len()
+            + revisions.list(&ListParams::default()).await?.items.len();
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    ensure!(claim_names().await? == ["data-web-0", "data-web-1"]);
+
+    // Delete on scale-down and on deletion: the claims of ordinals scaled away go (those
+    // made under Retain too), and the rest go with the set.
+    let mut set = web("Parallel", 3, 0)?;
+    set.spec.persistent_volume_claim_retention_policy = Some(serde_json::from_value(
+        json!({"whenDeleted": "Delete", "whenScaled": "Delete"}),
+    )?);
+    sets.create(&PostParams::default(), &set).await?;
+    ready_replicas(&sets, 3).await?;
+    ensure!(claim_names().await? == ["data-web-0", "data-web-1", "data-web-2"]);
+    sets.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await?;
+    let claims_left = |want: &'static [&'static str]| {
+        let claim_names = &claim_names;
+        async move {
+            eventually(&format!("claims {want:?}"), || async {
+                let names = claim_names()
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok((names == want).then_some(()))
+            })
+            .await
+        }
+    };
+    claims_left(&["data-web-0"]).await?;
+    let kept = claims.get("data-web-0").await?;
+    ensure!(
+        kept.owner_references()
+            .iter()
+            .any(|o| o.kind == "StatefulSet" && o.name == "web"),
+        "the retained claim is now the set's: {:?}",
+        kept.owner_references()
+    );
+    sets.delete("web", &DeleteParams::default()).await?;
+    claims_left(&[]).await?;
+    eventually("the pods collected", || async {
+        let left = pods.list(&ListParams::default()).await?.items.len();
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
     Ok(())
 }
 
@@ -632,8 +753,54 @@ async fn daemon_sets_run_one_pod_per_eligible_node() -> Result<()> {
     Ok(())
 }
 
+/// Waits until `kubectl rollout status daemonset/agent` would say it rolled out.
+async fn daemon_rolled_out(daemons: &Api<DaemonSet>, nodes: i32) -> Result<()> {
+    eventually("the rollout to complete", || async {
+        let ds = daemons.get("agent").await?;
+        let done = ds.status.as_ref().is_some_and(|s| {
+            s.observed_generation == ds.metadata.generation
+                && s.desired_number_scheduled == nodes
+                && s.updated_number_scheduled == Some(nodes)
+                && s.number_available == Some(nodes)
+        });
+        Ok(done.then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// What a rollout did, replayed from the pod watch: the most nodes without a ready pod at
+/// once, the most ready pods on one node at once, and how many pods went. The first
+/// `listed` events are the initial list, not yet judged.
+fn replay(events: Vec<Seen>, listed: usize, nodes: &[&str]) -> (usize, usize, usize) {
+    let mut state: BTreeMap<String, Pod> = BTreeMap::new();
+    let (mut uncovered_most, mut crowded_most, mut deleted) = (0, 0, 0);
+    for (index, event) in events.into_iter().enumerate() {
+        match event {
+            Seen::Added(pod) | Seen::Modified(pod) => {
+                state.insert(pod.name_any(), pod);
+            }
+            Seen::Deleted(pod) => {
+                deleted += 1;
+                state.remove(&pod.name_any());
+            }
+        }
+        if index + 1 < listed {
+            continue;
+        }
+        let mut ready_on: BTreeMap<String, usize> = BTreeMap::new();
+        for pod in state.values().filter(|p| ready(p)) {
+            *ready_on.entry(node_of(pod)).or_default() += 1;
+        }
+        let uncovered = nodes.iter().filter(|n| !ready_on.contains_key(**n)).count();
+        uncovered_most = uncovered_most.max(uncovered);
+        crowded_most = crowded_most.max(ready_on.values().copied().max().unwrap_or(0));
+    }
+    (uncovered_most, crowded_most, deleted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_set_rolling_updates_stay_within_max_unavailable() -> Result<()> {
+async fn daemon_set_rolling_updates_stay_within_their_bounds() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let cluster = start(dir.path(), 4, Duration::from_millis(300)).await?;
     let client = cluster.client.clone();
@@ -644,7 +811,14 @@ async fn daemon_set_rolling_updates_stay_within_max_unavailable() -> Result<()> 
         .create(&PostParams::default(), &daemon("agent", json!({}))?)
         .await?;
     daemon_nodes(&pods, "agent", &all).await?;
+    let images = || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=agent"))
+            .await?;
+        anyhow::Ok(list.items.iter().map(image).collect::<Vec<_>>())
+    };
 
+    // maxUnavailable 1: one node at a time loses its pod.
     let recorder = Recorder::start(pods.clone(), "app=agent").await?;
     let listed = recorder.events().len();
     ensure!(listed == 4, "{listed} pods listed");
@@ -655,51 +829,42 @@ async fn daemon_set_rolling_updates_stay_within_max_unavailable() -> Result<()> 
             &Patch::Strategic(&json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}})),
         )
         .await?;
-    eventually("the rollout to complete", || async {
-        let ds = daemons.get("agent").await?;
-        let done = ds.status.as_ref().is_some_and(|s| {
-            s.observed_generation == ds.metadata.generation
-                && s.desired_number_scheduled == 4
-                && s.updated_number_scheduled == Some(4)
-                && s.number_available == Some(4)
-        });
-        Ok(done.then_some(()))
-    })
-    .await?;
+    daemon_rolled_out(&daemons, 4).await?;
     daemon_nodes(&pods, "agent", &all).await?;
-    let list = pods
-        .list(&ListParams::default().labels("app=agent"))
-        .await?;
+    ensure!(images().await? == ["agent:2"; 4], "every pod updated");
+    let (uncovered, crowded, deleted) = replay(recorder.events(), listed, &all);
+    ensure!(deleted == 4, "each old pod replaced: {deleted}");
     ensure!(
-        list.items.iter().all(|p| image(p) == "agent:2"),
-        "every pod updated"
+        uncovered <= 1,
+        "{uncovered} nodes were without a ready pod at once"
+    );
+    ensure!(crowded == 1, "no surge asked for, {crowded} pods on a node");
+    drop(recorder);
+
+    // maxSurge 1, maxUnavailable 0: the new pod is ready beside the old one before the old
+    // one goes, so no node is ever without one.
+    let recorder = Recorder::start(pods.clone(), "app=agent").await?;
+    let listed = recorder.events().len();
+    daemons
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Strategic(&json!({"spec": {
+                "updateStrategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {"spec": {"containers": [{"name": "c", "image": "agent:3"}]}}}})),
+        )
+        .await?;
+    daemon_rolled_out(&daemons, 4).await?;
+    daemon_nodes(&pods, "agent", &all).await?;
+    ensure!(images().await? == ["agent:3"; 4], "every pod updated");
+    let (uncovered, crowded, deleted) = replay(recorder.events(), listed, &all);
+    ensure!(deleted == 4, "each old pod replaced: {deleted}");
+    ensure!(uncovered == 0, "{uncovered} nodes were without a ready pod");
+    ensure!(
+        crowded == 2,
+        "surged: {crowded} ready pods on a node at most"
     );
 
-    // Replaying the watch: never more than one node without a ready pod once the
-    // update began (the events before `listed` are the initial list).
-    let mut state: BTreeMap<String, Pod> = BTreeMap::new();
-    let mut worst = 0;
-    let mut replaced = 0;
-    for (index, event) in recorder.events().into_iter().enumerate() {
-        match event {
-            Seen::Added(pod) | Seen::Modified(pod) => {
-                state.insert(pod.name_any(), pod);
-            }
-            Seen::Deleted(pod) => {
-                replaced += 1;
-                state.remove(&pod.name_any());
-            }
-        }
-        if index + 1 < listed {
-            continue;
-        }
-        let covered: std::collections::HashSet<String> =
-            state.values().filter(|p| ready(p)).map(node_of).collect();
-        let uncovered = all.iter().filter(|n| !covered.contains(**n)).count();
-        worst = worst.max(uncovered);
-    }
-    ensure!(replaced == 4, "each old pod replaced: {replaced}");
-    ensure!(worst <= 1, "{worst} nodes were without a ready pod at once");
     let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
     let mut numbers: Vec<i64> = revisions
         .list(&ListParams::default().labels("app=agent"))
@@ -709,6 +874,6 @@ async fn daemon_set_rolling_updates_stay_within_max_unavailable() -> Result<()> 
         .filter_map(|r| r.revision)
         .collect();
     numbers.sort();
-    ensure!(numbers == [1, 2], "{numbers:?}");
+    ensure!(numbers == [1, 2, 3], "{numbers:?}");
     Ok(())
 }
