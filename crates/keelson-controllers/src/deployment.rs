@@ -12,7 +12,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -23,7 +22,8 @@ use serde_json::{Value, json};
 
 use crate::ControllerError;
 use crate::events;
-use crate::workload::{controller_ref, controller_uid};
+use crate::revisions::template_hash;
+use crate::workload::{controller_ref, controller_uid, scaled};
 
 const COMPONENT: &str = "deployment-controller";
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -58,45 +58,6 @@ pub async fn run(client: Client) {
 fn error_policy(_: Arc<Deployment>, error: &ControllerError, _: Arc<Context>) -> Action {
     tracing::warn!(%error, "deployment controller");
     Action::requeue(Duration::from_secs(1))
-}
-
-/// The template's hash as Kubernetes spells such names: FNV-1a over the template, in the
-/// consonants-and-digits alphabet.
-fn template_hash(template: &Value) -> String {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in template.to_string().bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut out = String::new();
-    let mut n = hash;
-    while n > 0 {
-        out.push(ALPHABET[(n % 27) as usize] as char);
-        n /= 27;
-    }
-    out
-}
-
-/// `value` of an int-or-percent against `total`, rounding up or down.
-fn scaled(value: Option<&IntOrString>, total: i32, default: &str, round_up: bool) -> i32 {
-    let text = match value {
-        Some(IntOrString::Int(n)) => return (*n).max(0),
-        Some(IntOrString::String(s)) => s.as_str(),
-        None => default,
-    };
-    match text.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
-        Some(percent) => {
-            let product = i64::from(total) * percent;
-            let value = if round_up {
-                (product + 99) / 100
-            } else {
-                product / 100
-            };
-            i32::try_from(value).unwrap_or(0).max(0)
-        }
-        None => text.parse().unwrap_or(0),
-    }
 }
 
 fn revision(rs: &ReplicaSet) -> i64 {
@@ -636,36 +597,5 @@ async fn sync_status(
     } else {
         // Progress deadlines pass with time alone.
         Ok(Action::requeue(Duration::from_secs(5)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_are_stable_names() {
-        let a = template_hash(&json!({"spec": {"containers": [{"name": "a", "image": "x"}]}}));
-        let b = template_hash(&json!({"spec": {"containers": [{"name": "a", "image": "y"}]}}));
-        assert_ne!(a, b);
-        assert_eq!(
-            a,
-            template_hash(&json!({"spec": {"containers": [{"name": "a", "image": "x"}]}}))
-        );
-        assert!(
-            a.bytes()
-                .all(|c| b"bcdfghjklmnpqrstvwxz2456789".contains(&c)),
-            "{a}"
-        );
-    }
-
-    #[test]
-    fn surge_and_unavailable_round_like_kubernetes() {
-        let pct = |s: &str| IntOrString::String(s.into());
-        assert_eq!(scaled(Some(&pct("25%")), 10, "25%", true), 3);
-        assert_eq!(scaled(Some(&pct("25%")), 10, "25%", false), 2);
-        assert_eq!(scaled(None, 4, "25%", true), 1);
-        assert_eq!(scaled(Some(&IntOrString::Int(2)), 10, "25%", true), 2);
-        assert_eq!(scaled(Some(&pct("0%")), 10, "25%", false), 0);
     }
 }

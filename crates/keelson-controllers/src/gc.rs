@@ -1,17 +1,20 @@
 //! Garbage collector, for what the workload controllers own (Deployments own ReplicaSets,
-//! ReplicaSets own Pods): dependents whose owners are gone are deleted (background
+//! ReplicaSets own Pods; StatefulSets and DaemonSets own Pods and ControllerRevisions, and
+//! StatefulSets the PersistentVolumeClaims their retention policy deletes): dependents whose owners are gone are deleted (background
 //! propagation); an owner being deleted with the `orphan` finalizer has its dependents'
 //! references to it removed, with `foregroundDeletion` its dependents deleted first; the
 //! finalizer is removed once that is done. An owner is only judged gone after a live read
 //! says so, never from a cache alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -23,15 +26,36 @@ use tokio::sync::Notify;
 use crate::ControllerError;
 use crate::cache::watched;
 
+/// What the collector watches: the owners and their dependents.
+struct Caches {
+    deployments: Store<Deployment>,
+    sets: Store<ReplicaSet>,
+    stateful: Store<StatefulSet>,
+    daemons: Store<DaemonSet>,
+    pods: Store<Pod>,
+    revisions: Store<ControllerRevision>,
+    claims: Store<PersistentVolumeClaim>,
+}
+
 pub async fn run(client: Client) {
     let wake = Arc::new(Notify::new());
-    let deployments = watched(Api::<Deployment>::all(client.clone()), Some(wake.clone()));
-    let sets = watched(Api::<ReplicaSet>::all(client.clone()), Some(wake.clone()));
-    let pods = watched(Api::<Pod>::all(client.clone()), Some(wake.clone()));
+    let caches = Caches {
+        deployments: watched(Api::all(client.clone()), Some(wake.clone())),
+        sets: watched(Api::all(client.clone()), Some(wake.clone())),
+        stateful: watched(Api::all(client.clone()), Some(wake.clone())),
+        daemons: watched(Api::all(client.clone()), Some(wake.clone())),
+        pods: watched(Api::all(client.clone()), Some(wake.clone())),
+        revisions: watched(Api::all(client.clone()), Some(wake.clone())),
+        claims: watched(Api::all(client.clone()), Some(wake.clone())),
+    };
     for ready in [
-        deployments.wait_until_ready().await,
-        sets.wait_until_ready().await,
-        pods.wait_until_ready().await,
+        caches.deployments.wait_until_ready().await,
+        caches.sets.wait_until_ready().await,
+        caches.stateful.wait_until_ready().await,
+        caches.daemons.wait_until_ready().await,
+        caches.pods.wait_until_ready().await,
+        caches.revisions.wait_until_ready().await,
+        caches.claims.wait_until_ready().await,
     ] {
         if ready.is_err() {
             return;
@@ -42,7 +66,7 @@ pub async fn run(client: Client) {
             () = wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        if let Err(error) = sweep(&client, &deployments, &sets, &pods).await {
+        if let Err(error) = sweep(&client, &caches).await {
             tracing::warn!(%error, "garbage collector");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -69,30 +93,65 @@ fn owners_of<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> HashMap
         .collect()
 }
 
-async fn sweep(
-    client: &Client,
-    deployments: &Store<Deployment>,
-    sets: &Store<ReplicaSet>,
-    pods: &Store<Pod>,
-) -> Result<(), ControllerError> {
-    let deployment_owners = owners_of(deployments);
-    let set_owners = owners_of(sets);
+async fn sweep(client: &Client, caches: &Caches) -> Result<(), ControllerError> {
+    let deployment_owners = owners_of(&caches.deployments);
+    let set_owners = owners_of(&caches.sets);
+    let stateful_owners = owners_of(&caches.stateful);
+    let daemon_owners = owners_of(&caches.daemons);
+    let (sets, pods) = (caches.sets.state(), caches.pods.state());
+    let (revisions, claims) = (caches.revisions.state(), caches.claims.state());
     // ReplicaSets owned by Deployments, Pods owned by ReplicaSets.
     collect(
         client,
-        &sets.state(),
+        &sets,
         "Deployment",
         &deployment_owners,
         Api::<Deployment>::namespaced,
     )
     .await?;
-    collect(client, &pods.state(), "ReplicaSet", &set_owners, |c, ns| {
+    collect(client, &pods, "ReplicaSet", &set_owners, |c, ns| {
         Api::<ReplicaSet>::namespaced(c, ns)
     })
     .await?;
-    finish_owners(client, deployments.state(), &sets.state()).await?;
-    finish_owners(client, sets.state(), &pods.state()).await?;
+    // Pods and revisions of StatefulSets and DaemonSets, claims of StatefulSets.
+    let stateful_api = |c, ns: &str| Api::<StatefulSet>::namespaced(c, ns);
+    let daemon_api = |c, ns: &str| Api::<DaemonSet>::namespaced(c, ns);
+    collect(client, &pods, "StatefulSet", &stateful_owners, stateful_api).await?;
+    collect(
+        client,
+        &revisions,
+        "StatefulSet",
+        &stateful_owners,
+        stateful_api,
+    )
+    .await?;
+    collect(
+        client,
+        &claims,
+        "StatefulSet",
+        &stateful_owners,
+        stateful_api,
+    )
+    .await?;
+    collect(client, &pods, "DaemonSet", &daemon_owners, daemon_api).await?;
+    collect(client, &revisions, "DaemonSet", &daemon_owners, daemon_api).await?;
+    let mut referenced = referenced_owners(&sets);
+    referenced.extend(referenced_owners(&pods));
+    referenced.extend(referenced_owners(&revisions));
+    referenced.extend(referenced_owners(&claims));
+    finish_owners(client, caches.deployments.state(), &referenced).await?;
+    finish_owners(client, caches.sets.state(), &referenced).await?;
+    finish_owners(client, caches.stateful.state(), &referenced).await?;
+    finish_owners(client, caches.daemons.state(), &referenced).await?;
     Ok(())
+}
+
+/// The UIDs dependents name as their owners.
+fn referenced_owners<K: Resource>(dependents: &[Arc<K>]) -> HashSet<String> {
+    dependents
+        .iter()
+        .flat_map(|d| d.owner_references().iter().map(|r| r.uid.clone()))
+        .collect()
 }
 
 /// Handles the dependents (`K`) of owners of `owner_kind`.
@@ -174,18 +233,17 @@ where
 }
 
 /// Removes the `orphan`/`foregroundDeletion` finalizer of owners whose dependents are
-/// done with (no dependent still refers to them).
-async fn finish_owners<O, K>(
+/// done with (no dependent still refers to them: `referenced` holds the UIDs they name).
+async fn finish_owners<O>(
     client: &Client,
     owners: Vec<Arc<O>>,
-    dependents: &[Arc<K>],
+    referenced: &HashSet<String>,
 ) -> Result<(), ControllerError>
 where
     O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
-    K: Resource<DynamicType = ()>,
 {
     for owner in owners {
         if owner.meta().deletion_timestamp.is_none() {
@@ -200,10 +258,7 @@ where
             continue;
         }
         let uid = owner.meta().uid.clone().unwrap_or_default();
-        let still_referenced = dependents
-            .iter()
-            .any(|d| d.owner_references().iter().any(|r| r.uid == uid));
-        if still_referenced {
+        if referenced.contains(&uid) {
             continue;
         }
         let kept: Vec<&String> = finalizers

@@ -4,12 +4,15 @@
 //! none reads the store. [`run`] starts them all.
 
 mod cache;
+mod daemonset;
 mod deployment;
 mod events;
 mod gc;
 mod nodelifecycle;
 mod replicaset;
+mod revisions;
 mod serviceaccount;
+mod statefulset;
 mod workload;
 
 use std::time::Duration;
@@ -51,6 +54,8 @@ pub async fn run(client: Client, config: ControllersConfig) {
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        statefulset::run(client.clone()),
+        daemonset::run(client.clone()),
         gc::run(client.clone()),
         nodelifecycle::run(client.clone(), config),
     );

@@ -1,10 +1,12 @@
 //! What the workload controllers share: label selectors, pods made from a template and
-//! owned by their controller, and pod states as controllers count them.
+//! owned by their controller, pod states as controllers count them, and rollout bounds
+//! given as a count or a percentage.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
@@ -114,4 +116,72 @@ pub fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>) {
         u8::from(ready),
         std::cmp::Reverse(created),
     )
+}
+
+/// Makes `owner` the controller of the orphan `pod`, as controllers adopt the orphans
+/// their selector matches; `None` when the pod changed or went meanwhile.
+pub async fn adopt(
+    pods: &kube::Api<Pod>,
+    pod: &Pod,
+    owner: OwnerReference,
+) -> Result<Option<Pod>, kube::Error> {
+    let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
+    owners.push(owner);
+    let patch =
+        serde_json::json!({"metadata": {"ownerReferences": owners, "uid": pod.metadata.uid}});
+    match pods
+        .patch(
+            &pod.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(adopted) => Ok(Some(adopted)),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Running with every container ready: what ordered rollouts wait for.
+pub fn is_running_and_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && ready_since(pod).is_some()
+}
+
+/// `value` of an int-or-percent (`maxSurge`, `maxUnavailable`) against `total`, rounding
+/// up or down; `default` when unset.
+pub fn scaled(value: Option<&IntOrString>, total: i32, default: &str, round_up: bool) -> i32 {
+    let text = match value {
+        Some(IntOrString::Int(n)) => return (*n).max(0),
+        Some(IntOrString::String(s)) => s.as_str(),
+        None => default,
+    };
+    match text.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
+        Some(percent) => {
+            let product = i64::from(total) * percent;
+            let value = if round_up {
+                (product + 99) / 100
+            } else {
+                product / 100
+            };
+            i32::try_from(value).unwrap_or(0).max(0)
+        }
+        None => text.parse().unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surge_and_unavailable_round_like_kubernetes() {
+        let pct = |s: &str| IntOrString::String(s.into());
+        assert_eq!(scaled(Some(&pct("25%")), 10, "25%", true), 3);
+        assert_eq!(scaled(Some(&pct("25%")), 10, "25%", false), 2);
+        assert_eq!(scaled(None, 4, "25%", true), 1);
+        assert_eq!(scaled(Some(&IntOrString::Int(2)), 10, "25%", true), 2);
+        assert_eq!(scaled(Some(&pct("0%")), 10, "25%", false), 0);
+    }
 }

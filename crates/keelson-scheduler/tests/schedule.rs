@@ -139,6 +139,25 @@ fn selectors_and_affinity_choose_the_node() {
             .node,
         "a"
     );
+    // A DaemonSet's pod names its node by field, not by label.
+    let by_name = |name: &str| {
+        pod(
+            "p",
+            "1",
+            "1Gi",
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}]}}}}}),
+        )
+    };
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            schedule(&profile, &snapshot, &by_name(name))
+                .expect("fits")
+                .node,
+            name
+        );
+    }
+    assert!(schedule(&profile, &snapshot, &by_name("gone")).is_err());
     let nowhere = pod(
         "p",
         "1",

@@ -1369,3 +1369,137 @@ fn simulated_nodes_take_pods_that_kubectl_runs() -> Result<()> {
     agent.wait()?;
     stop(server)
 }
+
+#[test]
+fn kubectl_rolls_out_stateful_and_daemon_sets() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, _) = running_server(dir.path())?;
+    let kube = Kubectl::admin(dir.path());
+    let mut agent = keelson()
+        .args(["agent", "--simulate", "2", "--node-prefix", "worker"])
+        .arg("--kubeconfig")
+        .arg(dir.path().join("admin.kubeconfig"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kube.run(&["get", "nodes"])?;
+        if out.lines().filter(|l| l.contains(" Ready ")).count() == 2 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "nodes did not register: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let manifest = dir.path().join("sets.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  replicas: 2
+  serviceName: web
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 1Gi
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: agent:1
+"#,
+    )?;
+    let manifest = manifest.to_string_lossy().into_owned();
+    kube.run(&["apply", "-f", &manifest])?;
+    let rolled = kube.run(&["rollout", "status", "statefulset/web", "--timeout=60s"])?;
+    ensure!(rolled.contains("roll out complete"), "{rolled}");
+    let rolled = kube.run(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
+    ensure!(
+        rolled.contains("daemon set \"agent\" successfully rolled out"),
+        "{rolled}"
+    );
+    let table = kube.run(&["get", "sts,ds"])?;
+    let row = |name: &str| -> Result<Vec<String>> {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in {table}"))?;
+        Ok(line.split_whitespace().map(str::to_owned).collect())
+    };
+    ensure!(row("statefulset.apps/web ")?[1] == "2/2", "{table}");
+    ensure!(
+        row("daemonset.apps/agent ")?[1..7] == ["2", "2", "2", "2", "2", "<none>"],
+        "{table}"
+    );
+    let claims = kube.run(&["get", "pvc", "-o", "name"])?;
+    ensure!(
+        claims.contains("data-web-0") && claims.contains("data-web-1"),
+        "{claims}"
+    );
+
+    // A new image rolls through both; the StatefulSet's history has both revisions.
+    kube.run(&["set", "image", "statefulset/web", "nginx=nginx:2"])?;
+    kube.run(&["set", "image", "daemonset/agent", "agent=agent:2"])?;
+    kube.run(&["rollout", "status", "statefulset/web", "--timeout=60s"])?;
+    kube.run(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
+    let images = kube.run(&[
+        "get",
+        "pods",
+        "-l",
+        "app in (web, agent)",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ])?;
+    let mut images: Vec<&str> = images.split_whitespace().collect();
+    images.sort();
+    ensure!(
+        images == ["agent:2", "agent:2", "nginx:2", "nginx:2"],
+        "{images:?}"
+    );
+    let history = kube.run(&["rollout", "history", "statefulset/web"])?;
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    ensure!(revisions == ["1", "2"], "{history}");
+    kube.run(&["rollout", "undo", "statefulset/web"])?;
+    kube.run(&["rollout", "status", "statefulset/web", "--timeout=60s"])?;
+    let image = kube.run(&[
+        "get",
+        "pod",
+        "web-0",
+        "-o",
+        "jsonpath={.spec.containers[0].image}",
+    ])?;
+    ensure!(image == "nginx:1", "{image}");
+    agent.kill()?;
+    agent.wait()?;
+    stop(server)
+}

@@ -7,7 +7,9 @@ mod spread;
 
 pub use affinity::{AffinityState, InterPodAffinity};
 pub use fit::{BalancedAllocation, LeastAllocated, NodeResourcesFit};
-pub use node::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
+pub use node::{
+    NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration, term_matches, tolerates,
+};
 pub use spread::{PodTopologySpread, SpreadState};
 
 use crate::framework::Profile;
