@@ -1,5 +1,5 @@
 //! Garbage collector, for what the workload controllers own (Deployments own ReplicaSets,
-//! ReplicaSets own Pods): dependents whose owners are gone are deleted (background
+//! ReplicaSets own Pods, CronJobs own Jobs, Jobs own Pods): dependents whose owners are gone are deleted (background
 //! propagation); an owner being deleted with the `orphan` finalizer has its dependents'
 //! references to it removed, with `foregroundDeletion` its dependents deleted first; the
 //! finalizer is removed once that is done. An owner is only judged gone after a live read
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -28,10 +29,14 @@ pub async fn run(client: Client) {
     let deployments = watched(Api::<Deployment>::all(client.clone()), Some(wake.clone()));
     let sets = watched(Api::<ReplicaSet>::all(client.clone()), Some(wake.clone()));
     let pods = watched(Api::<Pod>::all(client.clone()), Some(wake.clone()));
+    let cron_jobs = watched(Api::<CronJob>::all(client.clone()), Some(wake.clone()));
+    let jobs = watched(Api::<Job>::all(client.clone()), Some(wake.clone()));
     for ready in [
         deployments.wait_until_ready().await,
         sets.wait_until_ready().await,
         pods.wait_until_ready().await,
+        cron_jobs.wait_until_ready().await,
+        jobs.wait_until_ready().await,
     ] {
         if ready.is_err() {
             return;
@@ -42,7 +47,12 @@ pub async fn run(client: Client) {
             () = wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        if let Err(error) = sweep(&client, &deployments, &sets, &pods).await {
+        let batch = sweep(&client, &deployments, &sets, &pods).await;
+        let batch = match batch {
+            Ok(()) => sweep_batch(&client, &cron_jobs, &jobs, &pods).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = batch {
             tracing::warn!(%error, "garbage collector");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -92,6 +102,32 @@ async fn sweep(
     .await?;
     finish_owners(client, deployments.state(), &sets.state()).await?;
     finish_owners(client, sets.state(), &pods.state()).await?;
+    Ok(())
+}
+
+/// Jobs owned by CronJobs, Pods owned by Jobs.
+async fn sweep_batch(
+    client: &Client,
+    cron_jobs: &Store<CronJob>,
+    jobs: &Store<Job>,
+    pods: &Store<Pod>,
+) -> Result<(), ControllerError> {
+    let cron_job_owners = owners_of(cron_jobs);
+    let job_owners = owners_of(jobs);
+    collect(
+        client,
+        &jobs.state(),
+        "CronJob",
+        &cron_job_owners,
+        Api::<CronJob>::namespaced,
+    )
+    .await?;
+    collect(client, &pods.state(), "Job", &job_owners, |c, ns| {
+        Api::<Job>::namespaced(c, ns)
+    })
+    .await?;
+    finish_owners(client, cron_jobs.state(), &jobs.state()).await?;
+    finish_owners(client, jobs.state(), &pods.state()).await?;
     Ok(())
 }
 
