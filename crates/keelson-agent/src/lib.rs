@@ -1,9 +1,9 @@
 //! keelson's node agent. Today: [`SimulatedNodes`], many fake nodes in one process that
 //! register, keep their leases and status fresh, and act as the kubelet for the pods bound
 //! to them (Pending → Running and Ready after a delay, graceful deletion, containers that
-//! exit on demand). It is the scale harness of the scheduler and controller tests and
+//! exit on demand, pods that run to completion). It is the scale harness of the scheduler and controller tests and
 //! benchmarks. The containerd-backed kubelet comes next.
 
 mod sim;
 
-pub use sim::{SimConfig, SimError, SimulatedNodes};
+pub use sim::{EXIT_CODE, RUN_MS, SimConfig, SimError, SimulatedNodes};

@@ -1,7 +1,8 @@
 //! Simulated nodes against a real, in-process API server with the scheduler running:
 //! nodes register with leases, pods bound to them start and become Ready, deleted pods are
-//! removed after their grace period, containers exit on demand by restart policy, and a
-//! node told to stop heartbeating stops renewing its lease.
+//! removed after their grace period, containers exit on demand by restart policy, pods
+//! that run to completion finish (as their annotations say), and a node told to stop
+//! heartbeating stops renewing its lease.
 
 use std::time::Duration;
 
@@ -30,9 +31,15 @@ async fn start(dir: &std::path::Path) -> Result<Client> {
 }
 
 fn pod(name: &str, restart: &str) -> Result<Pod> {
-    Ok(serde_json::from_value(json!({"metadata": {"name": name},
+    annotated_pod(name, restart, json!({}))
+}
+
+fn annotated_pod(name: &str, restart: &str, annotations: serde_json::Value) -> Result<Pod> {
+    Ok(serde_json::from_value(
+        json!({"metadata": {"name": name, "annotations": annotations},
         "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 30,
-            "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}}))?)
+            "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}}),
+    )?)
 }
 
 fn phase(pod: &Pod) -> String {
@@ -110,7 +117,10 @@ async fn simulated_nodes_run_pods_like_kubelets() -> Result<()> {
         Ok((restarts == Some(1) && phase(&p) == "Running").then_some(()))
     })
     .await?;
-    pods.create(&pp, &pod("once", "Never")?).await?;
+    // (It would finish by itself after an hour.)
+    let long = json!({"sim.keelson.io/run-ms": "3600000"});
+    pods.create(&pp, &annotated_pod("once", "Never", long)?)
+        .await?;
     eventually("once running", || async {
         Ok((phase(&pods.get("once").await?) == "Running").then_some(()))
     })
@@ -153,5 +163,101 @@ async fn simulated_nodes_run_pods_like_kubelets() -> Result<()> {
         "no renewal once silent"
     );
     ensure!(sim.stop_heartbeat("nope").is_err());
+    Ok(())
+}
+
+/// The first container's status, as JSON.
+fn container(pod: &Pod) -> serde_json::Value {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_run_to_completion_finish() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let client = start(dir.path()).await?;
+    let mut config = SimConfig::new("sim", 1);
+    config.run_to_completion = Duration::from_millis(300);
+    let _sim = SimulatedNodes::start(client.clone(), config).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    pods.create(&pp, &pod("forever", "Always")?).await?;
+    pods.create(&pp, &pod("done", "Never")?).await?;
+    pods.create(
+        &pp,
+        &annotated_pod(
+            "broken",
+            "Never",
+            json!({"sim.keelson.io/exit-code": "2", "sim.keelson.io/run-ms": "200"}),
+        )?,
+    )
+    .await?;
+    pods.create(
+        &pp,
+        &annotated_pod(
+            "retried",
+            "OnFailure",
+            json!({"sim.keelson.io/exit-code": "1", "sim.keelson.io/run-ms": "200"}),
+        )?,
+    )
+    .await?;
+    pods.create(
+        &pp,
+        &annotated_pod(
+            "slow",
+            "OnFailure",
+            json!({"sim.keelson.io/run-ms": "3600000"}),
+        )?,
+    )
+    .await?;
+
+    // Never, exit 0 (the default): Succeeded, its container terminated with Completed.
+    let done = eventually("done succeeded", || async {
+        let p = pods.get("done").await?;
+        Ok((phase(&p) == "Succeeded").then_some(p))
+    })
+    .await?;
+    let terminated = &container(&done)["state"]["terminated"];
+    ensure!(
+        terminated["exitCode"] == 0 && terminated["reason"] == "Completed",
+        "{terminated}"
+    );
+    ensure!(!ready(&done), "a finished pod is not ready");
+    // Never, exit 2: Failed, reason Error.
+    let broken = eventually("broken failed", || async {
+        let p = pods.get("broken").await?;
+        Ok((phase(&p) == "Failed").then_some(p))
+    })
+    .await?;
+    let terminated = &container(&broken)["state"]["terminated"];
+    ensure!(
+        terminated["exitCode"] == 2 && terminated["reason"] == "Error",
+        "{terminated}"
+    );
+    // OnFailure, exit 1: restarted in place, again and again; never finished.
+    eventually("retried restarted twice", || async {
+        let p = pods.get("retried").await?;
+        let c = container(&p);
+        Ok((c["restartCount"].as_i64().unwrap_or(0) >= 2 && phase(&p) == "Running").then_some(()))
+    })
+    .await?;
+    let retried = pods.get("retried").await?;
+    let last = &container(&retried)["lastState"]["terminated"];
+    ensure!(last["exitCode"] == 1 && last["reason"] == "Error", "{last}");
+    // Pods with restart policy Always, or a long run, are still running.
+    for name in ["forever", "slow"] {
+        let p = pods.get(name).await?;
+        ensure!(
+            phase(&p) == "Running" && ready(&p),
+            "{name}: {:?}",
+            p.status
+        );
+        let restarts = container(&p)["restartCount"].as_i64();
+        ensure!(restarts == Some(0), "{name}: {restarts:?}");
+    }
     Ok(())
 }

@@ -151,6 +151,46 @@ pub fn apply(kind: &str, object: &mut Value) {
     }
 }
 
+/// What kube-apiserver adds to a Job it creates, unless `spec.manualSelector` is true:
+/// labels naming the Job (`batch.kubernetes.io/job-name`, `job-name`) and its UID
+/// (`batch.kubernetes.io/controller-uid`, `controller-uid`) on its pod template, and a
+/// selector of the UID label, so that its pods are its own. Labels the template already
+/// has are kept. Needs the Job's name and UID, so it runs once they are set.
+pub fn job_selector(object: &mut Value) {
+    if object["spec"]["manualSelector"] == true || !object["spec"].is_object() {
+        return;
+    }
+    let name = object["metadata"]["name"].clone();
+    let uid = object["metadata"]["uid"].clone();
+    let spec = &mut object["spec"];
+    // (Indexing a null makes it an object; the last level must be made one.)
+    let labels = &mut spec["template"]["metadata"]["labels"];
+    if labels.is_null() {
+        *labels = json!({});
+    }
+    let match_labels = &mut spec["selector"]["matchLabels"];
+    if match_labels.is_null() {
+        *match_labels = json!({});
+    }
+    for (key, value) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        default(
+            &mut spec["template"]["metadata"]["labels"],
+            key,
+            value.clone(),
+        );
+    }
+    default(
+        &mut spec["selector"]["matchLabels"],
+        "batch.kubernetes.io/controller-uid",
+        uid,
+    );
+}
+
 fn job_spec(spec: &mut Value) {
     default(spec, "backoffLimit", json!(6));
     default(spec, "completionMode", json!("NonIndexed"));
@@ -225,6 +265,23 @@ mod tests {
                 .is_none(),
             "jobs must choose their restart policy"
         );
+        let mut named = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {
+            "template": {"metadata": {"labels": {"job-name": "mine"}}, "spec": {}}}});
+        job_selector(&mut named);
+        assert_eq!(
+            named["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            named["spec"]["template"]["metadata"]["labels"],
+            json!({"batch.kubernetes.io/controller-uid": "u-1", "batch.kubernetes.io/job-name": "pi",
+                "controller-uid": "u-1", "job-name": "mine"})
+        );
+        let mut manual = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {"manualSelector": true,
+            "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}}}});
+        let before = manual.clone();
+        job_selector(&mut manual);
+        assert_eq!(manual, before, "a manual selector is the user's");
         let mut svc = json!({"spec": {"ports": [{"port": 80}]}});
         apply("Service", &mut svc);
         assert_eq!(

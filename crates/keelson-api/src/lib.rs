@@ -6,6 +6,8 @@
 //! * `discovery.rs` — the discovery documents built from it: legacy (`APIVersions`,
 //!   `APIGroupList`, `APIGroup`, `APIResourceList`) and aggregated
 //!   (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`);
+//! * `cron.rs` — CronJob schedules (five fields, names, steps, `@daily` and the other
+//!   descriptors, `@every`) and their time zones, and when a schedule next fires;
 //! * `selector.rs` — label selectors: the full string grammar, parsed and matched;
 //! * `defaults.rs` — the values Kubernetes fills in for fields left out;
 //! * `fields.rs` — field selectors over the fields each kind allows;
@@ -19,6 +21,7 @@
 pub mod apply;
 pub mod body;
 pub mod conversion;
+pub mod cron;
 pub mod defaults;
 pub mod discovery;
 pub mod fields;

@@ -93,8 +93,37 @@ pub fn validate(kind: &str, object: &Value) -> Vec<FieldError> {
         }
         "Job" => job(spec, "spec", &mut errors),
         "CronJob" => {
-            if spec["schedule"].as_str().is_none_or(str::is_empty) {
-                errors.push(FieldError::required("spec.schedule".into()));
+            // Its jobs are named `<name>-<minutes>`: 11 more characters.
+            if object["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.len() > 52)
+            {
+                errors.push(FieldError::invalid(
+                    "metadata.name".into(),
+                    &object["metadata"]["name"],
+                    "must be no more than 52 characters",
+                ));
+            }
+            match spec["schedule"].as_str().filter(|s| !s.is_empty()) {
+                None => errors.push(FieldError::required("spec.schedule".into())),
+                Some(schedule) => {
+                    if let Err(e) = crate::cron::Schedule::parse(schedule) {
+                        errors.push(FieldError::invalid(
+                            "spec.schedule".into(),
+                            &spec["schedule"],
+                            &e.to_string(),
+                        ));
+                    }
+                }
+            }
+            if let Some(zone) = spec["timeZone"].as_str()
+                && let Err(e) = crate::cron::time_zone(Some(zone))
+            {
+                errors.push(FieldError::invalid(
+                    "spec.timeZone".into(),
+                    &spec["timeZone"],
+                    &e.to_string(),
+                ));
             }
             let job_spec = &spec["jobTemplate"]["spec"];
             job(job_spec, "spec.jobTemplate.spec", &mut errors);
@@ -477,6 +506,25 @@ mod tests {
         assert!(validate("Job", &job).is_empty());
         let svc = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}]}});
         assert!(validate("Service", &svc).is_empty());
+    }
+
+    #[test]
+    fn cron_jobs_need_a_schedule_and_zone_that_parse() {
+        let template = json!({"spec": {"template": {"spec": {"restartPolicy": "OnFailure",
+            "containers": [{"name": "c", "image": "busybox"}]}}}});
+        let good = json!({"metadata": {"name": "tick"}, "spec": {"schedule": "@hourly",
+            "timeZone": "Europe/Paris", "jobTemplate": template}});
+        assert!(validate("CronJob", &good).is_empty());
+        let bad = json!({"metadata": {"name": "x".repeat(53)}, "spec": {"schedule": "61 * * * *",
+            "timeZone": "Nowhere/Land", "jobTemplate": template}});
+        assert_eq!(
+            lines("CronJob", bad),
+            [
+                "metadata.name: Invalid value: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\": must be no more than 52 characters",
+                "spec.schedule: Invalid value: \"61 * * * *\": minute 61 is out of range 0-59",
+                "spec.timeZone: Invalid value: \"Nowhere/Land\": unknown time zone Nowhere/Land",
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Garbage collector, for what the workload controllers own (Deployments own ReplicaSets,
 //! ReplicaSets own Pods; StatefulSets and DaemonSets own Pods and ControllerRevisions, and
-//! StatefulSets the PersistentVolumeClaims their retention policy deletes): dependents whose owners are gone are deleted (background
+//! StatefulSets the PersistentVolumeClaims their retention policy deletes; CronJobs own
+//! Jobs, Jobs own Pods): dependents whose owners are gone are deleted (background
 //! propagation); an owner being deleted with the `orphan` finalizer has its dependents'
 //! references to it removed, with `foregroundDeletion` its dependents deleted first; the
 //! finalizer is removed once that is done. An owner is only judged gone after a live read
@@ -14,6 +15,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -35,6 +37,8 @@ struct Caches {
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
     claims: Store<PersistentVolumeClaim>,
+    cron_jobs: Store<CronJob>,
+    jobs: Store<Job>,
 }
 
 pub async fn run(client: Client) {
@@ -47,6 +51,8 @@ pub async fn run(client: Client) {
         pods: watched(Api::all(client.clone()), Some(wake.clone())),
         revisions: watched(Api::all(client.clone()), Some(wake.clone())),
         claims: watched(Api::all(client.clone()), Some(wake.clone())),
+        cron_jobs: watched(Api::all(client.clone()), Some(wake.clone())),
+        jobs: watched(Api::all(client.clone()), Some(wake.clone())),
     };
     for ready in [
         caches.deployments.wait_until_ready().await,
@@ -56,6 +62,8 @@ pub async fn run(client: Client) {
         caches.pods.wait_until_ready().await,
         caches.revisions.wait_until_ready().await,
         caches.claims.wait_until_ready().await,
+        caches.cron_jobs.wait_until_ready().await,
+        caches.jobs.wait_until_ready().await,
     ] {
         if ready.is_err() {
             return;
@@ -135,7 +143,24 @@ async fn sweep(client: &Client, caches: &Caches) -> Result<(), ControllerError> 
     .await?;
     collect(client, &pods, "DaemonSet", &daemon_owners, daemon_api).await?;
     collect(client, &revisions, "DaemonSet", &daemon_owners, daemon_api).await?;
+    // Jobs owned by CronJobs, Pods owned by Jobs.
+    let jobs = caches.jobs.state();
+    let cron_job_owners = owners_of(&caches.cron_jobs);
+    let job_owners = owners_of(&caches.jobs);
+    collect(
+        client,
+        &jobs,
+        "CronJob",
+        &cron_job_owners,
+        Api::<CronJob>::namespaced,
+    )
+    .await?;
+    collect(client, &pods, "Job", &job_owners, |c, ns| {
+        Api::<Job>::namespaced(c, ns)
+    })
+    .await?;
     let mut referenced = referenced_owners(&sets);
+    referenced.extend(referenced_owners(&jobs));
     referenced.extend(referenced_owners(&pods));
     referenced.extend(referenced_owners(&revisions));
     referenced.extend(referenced_owners(&claims));
@@ -143,6 +168,8 @@ async fn sweep(client: &Client, caches: &Caches) -> Result<(), ControllerError> 
     finish_owners(client, caches.sets.state(), &referenced).await?;
     finish_owners(client, caches.stateful.state(), &referenced).await?;
     finish_owners(client, caches.daemons.state(), &referenced).await?;
+    finish_owners(client, caches.cron_jobs.state(), &referenced).await?;
+    finish_owners(client, caches.jobs.state(), &referenced).await?;
     Ok(())
 }
 

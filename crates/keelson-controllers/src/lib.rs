@@ -4,10 +4,12 @@
 //! none reads the store. [`run`] starts them all.
 
 mod cache;
+pub mod cronjob;
 mod daemonset;
 mod deployment;
 mod events;
 mod gc;
+pub mod job;
 mod nodelifecycle;
 mod replicaset;
 mod revisions;
@@ -36,6 +38,8 @@ pub struct ControllersConfig {
     pub default_toleration: Duration,
     /// How often nodes are checked.
     pub node_check_interval: Duration,
+    /// The first wait before a Job's failed pod is replaced (doubled per failure).
+    pub job_backoff: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -44,6 +48,7 @@ impl Default for ControllersConfig {
             node_grace: Duration::from_secs(40),
             default_toleration: Duration::from_secs(300),
             node_check_interval: Duration::from_secs(1),
+            job_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -57,6 +62,8 @@ pub async fn run(client: Client, config: ControllersConfig) {
         statefulset::run(client.clone()),
         daemonset::run(client.clone()),
         gc::run(client.clone()),
+        job::run(client.clone(), config.job_backoff),
+        cronjob::run(client.clone()),
         nodelifecycle::run(client.clone(), config),
     );
 }

@@ -41,6 +41,7 @@ async fn start(dir: &std::path::Path, nodes: usize, start_delay: Duration) -> Re
         node_grace: Duration::from_secs(2),
         default_toleration: Duration::from_secs(1),
         node_check_interval: Duration::from_millis(200),
+        ..Default::default()
     };
     tokio::spawn(keelson_controllers::run(client.clone(), controllers));
     let nodes = SimulatedNodes::start(client.clone(), sim("node", nodes, start_delay)).await?;

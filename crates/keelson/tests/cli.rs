@@ -1503,3 +1503,128 @@ spec:
     agent.wait()?;
     stop(server)
 }
+
+/// A child process killed when dropped, so that a failing test leaves nothing running.
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn kubectl_runs_jobs_and_cron_jobs_on_simulated_nodes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, _) = running_server(dir.path())?;
+    let mut server = Reaped(Some(server));
+    let kube = Kubectl::admin(dir.path());
+    let agent = keelson()
+        .args(["agent", "--simulate", "2", "--node-prefix", "batch"])
+        .arg("--kubeconfig")
+        .arg(dir.path().join("admin.kubeconfig"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let agent = Reaped(Some(agent));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kube
+        .run(&["get", "nodes"])?
+        .lines()
+        .filter(|l| l.contains(" Ready "))
+        .count()
+        < 2
+    {
+        ensure!(Instant::now() < deadline, "nodes did not register");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A Job's pod runs to completion (the simulated nodes run it for a second).
+    kube.run(&[
+        "create",
+        "job",
+        "hello",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ])?;
+    let waited = kube.run(&[
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=60s",
+    ])?;
+    ensure!(waited.contains("condition met"), "{waited}");
+    let table = kube.run(&["get", "jobs"])?;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("hello "))
+        .with_context(|| table.clone())?;
+    ensure!(row.contains("Complete") && row.contains("1/1"), "{table}");
+    let phases = kube.run(&[
+        "get",
+        "pods",
+        "-l",
+        "job-name=hello",
+        "-o",
+        "jsonpath={.items[*].status.phase}",
+    ])?;
+    ensure!(phases == "Succeeded", "{phases}");
+
+    // A CronJob's Job made by hand, owned by it.
+    kube.run(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=0 0 1 1 *",
+        "--",
+        "date",
+    ])?;
+    kube.run(&["create", "job", "tick-now", "--from=cronjob/tick"])?;
+    let waited = kube.run(&[
+        "wait",
+        "--for=condition=complete",
+        "job/tick-now",
+        "--timeout=60s",
+    ])?;
+    ensure!(waited.contains("condition met"), "{waited}");
+    let owner = kube.run(&[
+        "get",
+        "job",
+        "tick-now",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+    ])?;
+    ensure!(owner == "CronJob/tick", "{owner}");
+    let bad = kube.output(&[
+        "create",
+        "cronjob",
+        "never",
+        "--image=busybox",
+        "--schedule=61 * * * *",
+    ])?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("spec.schedule"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // Deleting a Job takes its pods.
+    kube.run(&["delete", "job", "hello"])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kube
+        .run(&["get", "pods", "-l", "job-name=hello", "-o", "name"])?
+        .trim()
+        .is_empty()
+    {
+        ensure!(Instant::now() < deadline, "hello's pod was not collected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
+    stop(server.0.take().context("server")?)
+}

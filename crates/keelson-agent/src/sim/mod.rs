@@ -6,6 +6,17 @@
 //! after their grace period (at most `max_termination`); a container can be made to exit
 //! with a code, and a node can stop heartbeating. When the process dies, its nodes go
 //! silent, as real nodes would.
+//!
+//! Pods whose `restartPolicy` is `Never` or `OnFailure` run to completion: after
+//! `run_to_completion` their containers exit with code 0 (terminated, reason `Completed`)
+//! and the pod Succeeds. Two annotations on a pod change that:
+//!
+//! - `sim.keelson.io/run-ms`: how long its containers run, in milliseconds;
+//! - `sim.keelson.io/exit-code`: the code they exit with. Non-zero means reason `Error`;
+//!   the pod then fails (`Never`), or its containers restart (`OnFailure`, `restartCount`
+//!   + 1) and run again for as long, and exit again.
+//!
+//! Pods with `restartPolicy: Always` run until deleted (or told to exit).
 
 mod node;
 mod pods;
@@ -23,6 +34,11 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+/// Annotation: how long a pod that runs to completion runs, in milliseconds.
+pub const RUN_MS: &str = "sim.keelson.io/run-ms";
+/// Annotation: the code a pod that runs to completion exits with.
+pub const EXIT_CODE: &str = "sim.keelson.io/exit-code";
+
 /// What the simulated nodes are and how their pods behave.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -39,6 +55,9 @@ pub struct SimConfig {
     pub start_delay: Duration,
     /// The longest a deleted pod takes to go (its grace period if shorter).
     pub max_termination: Duration,
+    /// How long pods that run to completion (`Never`, `OnFailure`) run before their
+    /// containers exit, unless their `sim.keelson.io/run-ms` annotation says otherwise.
+    pub run_to_completion: Duration,
     pub lease_duration_seconds: i32,
     pub lease_renew: Duration,
     /// How often node status is re-posted.
@@ -46,7 +65,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// `count` nodes with 4 CPUs, 8 GiB and room for 110 pods, starting pods after 100 ms.
+    /// `count` nodes with 4 CPUs, 8 GiB and room for 110 pods, starting pods after 100 ms;
+    /// pods that run to completion finish after 1 s.
     pub fn new(prefix: &str, count: usize) -> Self {
         SimConfig {
             prefix: prefix.to_owned(),
@@ -65,6 +85,7 @@ impl SimConfig {
             taints: Vec::new(),
             start_delay: Duration::from_millis(100),
             max_termination: Duration::from_secs(1),
+            run_to_completion: Duration::from_secs(1),
             lease_duration_seconds: 40,
             lease_renew: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),

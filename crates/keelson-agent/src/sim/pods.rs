@@ -1,5 +1,5 @@
 //! The simulated kubelet's pod work: start the pods bound to our nodes, remove the ones
-//! being deleted, and play out container exits.
+//! being deleted, finish the ones that run to completion, and play out container exits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Control, SimConfig};
+use super::{Control, EXIT_CODE, RUN_MS, SimConfig};
 
 fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
@@ -61,10 +61,34 @@ fn running_status(pod: &Pod, ip: &str, now: Timestamp) -> Value {
         "startTime": Time(now), "conditions": conditions(true, now), "containerStatuses": containers}})
 }
 
+/// Which containers exit.
+enum Exiting<'a> {
+    /// One container by name (the first when `None`).
+    One(Option<&'a str>),
+    /// Every container still running (the pod's work is done).
+    AllRunning,
+}
+
 /// The status after container `name` (the first when `None`) exits with `code`, by the
 /// pod's restart policy: restarted in place, or terminated (and the pod finished once no
 /// container runs).
 fn exited_status(pod: &Pod, name: Option<&str>, code: i32, now: Timestamp) -> Option<Value> {
+    exit(pod, &Exiting::One(name), code, now)
+}
+
+/// The status after every running container exits with `code`.
+fn finished_status(pod: &Pod, code: i32, now: Timestamp) -> Option<Value> {
+    exit(pod, &Exiting::AllRunning, code, now)
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+fn exit(pod: &Pod, which: &Exiting<'_>, code: i32, now: Timestamp) -> Option<Value> {
     let status = pod.status.as_ref()?;
     let mut containers: Vec<Value> = status
         .container_statuses
@@ -72,30 +96,34 @@ fn exited_status(pod: &Pod, name: Option<&str>, code: i32, now: Timestamp) -> Op
         .flatten()
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect();
-    let index = match name {
-        Some(name) => containers.iter().position(|c| c["name"] == name)?,
-        None => 0,
+    let indexes: Vec<usize> = match which {
+        Exiting::One(Some(name)) => vec![containers.iter().position(|c| c["name"] == *name)?],
+        Exiting::One(None) => vec![0],
+        Exiting::AllRunning => (0..containers.len())
+            .filter(|&i| containers[i]["state"]["running"].is_object())
+            .collect(),
     };
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always");
-    let container = containers.get_mut(index)?;
-    let started = container["state"]["running"]["startedAt"].clone();
-    let terminated = json!({"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
-        "startedAt": started, "finishedAt": Time(now),
-        "containerID": container["containerID"].clone()});
-    let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
-    if restart {
-        let count = container["restartCount"].as_i64().unwrap_or(0) + 1;
-        container["restartCount"] = json!(count);
-        container["lastState"] = json!({"terminated": terminated});
-        container["state"] = json!({"running": {"startedAt": Time(now)}});
-    } else {
-        container["state"] = json!({"terminated": terminated});
-        container["ready"] = json!(false);
-        container["started"] = json!(false);
+    if indexes.is_empty() {
+        return None;
+    }
+    let policy = restart_policy(pod);
+    for index in indexes {
+        let container = containers.get_mut(index)?;
+        let started = container["state"]["running"]["startedAt"].clone();
+        let terminated = json!({"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+            "startedAt": started, "finishedAt": Time(now),
+            "containerID": container["containerID"].clone()});
+        let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
+        if restart {
+            let count = container["restartCount"].as_i64().unwrap_or(0) + 1;
+            container["restartCount"] = json!(count);
+            container["lastState"] = json!({"terminated": terminated});
+            container["state"] = json!({"running": {"startedAt": Time(now)}});
+        } else {
+            container["state"] = json!({"terminated": terminated});
+            container["ready"] = json!(false);
+            container["started"] = json!(false);
+        }
     }
     let still_running = containers.iter().any(|c| c["state"]["running"].is_object());
     let phase = if still_running {
@@ -113,6 +141,32 @@ fn exited_status(pod: &Pod, name: Option<&str>, code: i32, now: Timestamp) -> Op
         json!({"status": {"phase": phase, "conditions": conditions(ready, now),
         "containerStatuses": containers}}),
     )
+}
+
+/// How long the pod's containers run before they finish: its `sim.keelson.io/run-ms`
+/// annotation, else the configured time.
+fn run_time(pod: &Pod, config: &SimConfig) -> Duration {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RUN_MS))
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(config.run_to_completion, Duration::from_millis)
+}
+
+/// The code its containers exit with when they finish: `sim.keelson.io/exit-code`, else 0.
+fn exit_code(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXIT_CODE))
+        .and_then(|code| code.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pods that run to completion: restart policy `Never` or `OnFailure`.
+fn runs_to_completion(pod: &Pod) -> bool {
+    restart_policy(pod) != "Always"
 }
 
 /// Runs the pods bound to the simulated nodes until aborted.
@@ -140,11 +194,14 @@ pub async fn run(
     }
     let mut start_at: HashMap<String, Instant> = HashMap::new();
     let mut remove_at: HashMap<String, Instant> = HashMap::new();
+    // Running pods that run to completion → when their containers finish.
+    let mut finish_at: HashMap<String, Instant> = HashMap::new();
     let mut addresses = 0u32;
     loop {
         let soonest = start_at
             .values()
             .chain(remove_at.values())
+            .chain(finish_at.values())
             .min()
             .copied()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
@@ -159,6 +216,8 @@ pub async fn run(
         };
         let pods = store.state();
         let mut seen = HashSet::new();
+        // Pods that are starting or running (not being deleted, on a live node).
+        let mut live = HashSet::new();
         for pod in pods.iter().filter(|p| {
             p.spec
                 .as_ref()
@@ -209,6 +268,9 @@ pub async fn run(
                 }
                 continue;
             }
+            if matches!(phase(pod), "Pending" | "Running") {
+                live.insert(key.clone());
+            }
             if phase(pod) == "Pending" {
                 let due = *start_at
                     .entry(key.clone())
@@ -223,6 +285,10 @@ pub async fn run(
                     {
                         Ok(_) => {
                             start_at.remove(&key);
+                            if runs_to_completion(pod) {
+                                finish_at
+                                    .insert(key.clone(), Instant::now() + run_time(pod, &config));
+                            }
                         }
                         Err(error) => tracing::warn!(pod = %name, %error, "starting failed"),
                     }
@@ -245,8 +311,41 @@ pub async fn run(
                     tracing::warn!(pod = %name, %error, "exit failed");
                 }
             }
+            // Its work done, a pod that runs to completion finishes: exit code 0 (or its
+            // annotation's), then Succeeded, Failed, or restarted (OnFailure), which runs again.
+            if runs_to_completion(pod) && phase(pod) == "Running" {
+                let due = *finish_at
+                    .entry(key.clone())
+                    .or_insert_with(|| now + run_time(pod, &config));
+                if now < due {
+                    continue;
+                }
+                let Some(status) = finished_status(pod, exit_code(pod), Timestamp::now()) else {
+                    finish_at.remove(&key);
+                    continue;
+                };
+                match pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    Ok(updated) if phase(&updated) == "Running" => {
+                        finish_at.insert(key, Instant::now() + run_time(pod, &config));
+                    }
+                    Ok(_) => {
+                        finish_at.remove(&key);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        finish_at.remove(&key);
+                    }
+                    Err(error) => {
+                        tracing::warn!(pod = %name, %error, "finishing failed");
+                        finish_at.insert(key, Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
         }
         start_at.retain(|k, _| seen.contains(k));
         remove_at.retain(|k, _| seen.contains(k));
+        finish_at.retain(|k, _| live.contains(k));
     }
 }

@@ -413,6 +413,12 @@ fn pod_spec(mut p: core::PodSpec) -> Result<Value> {
     put_str(&mut out, "serviceAccount", p.service_account.take());
     put_str(&mut out, "nodeName", p.node_name.take());
     put_true(&mut out, "hostNetwork", p.host_network.take());
+    put_true(&mut out, "hostPID", p.host_pid.take());
+    put_true(&mut out, "hostIPC", p.host_ipc.take());
+    // A pointer in Go: written only when set, and false means something.
+    if let Some(links) = p.enable_service_links.take() {
+        out.insert("enableServiceLinks".into(), json!(links));
+    }
     put_str(&mut out, "hostname", p.hostname.take());
     put_str(&mut out, "subdomain", p.subdomain.take());
     put_str(&mut out, "schedulerName", p.scheduler_name.take());
@@ -660,7 +666,11 @@ mod tests {
                         // Zero values Go writes for fields nobody set.
                         restart_policy: Some(String::new()),
                         host_network: Some(false),
+                        host_pid: Some(false),
+                        host_ipc: Some(false),
                         security_context: Some(Default::default()),
+                        // Set (as kubectl create job --from=cronjob copies it).
+                        enable_service_links: Some(true),
                         ..Default::default()
                     }),
                 }),
@@ -678,7 +688,8 @@ mod tests {
             "metadata": {"name": "web", "labels": {"app": "web"}},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}], "resources": {}}]}}}})
+                    "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}], "resources": {}}],
+                        "enableServiceLinks": true}}}})
         );
     }
 

@@ -649,15 +649,30 @@ fn kind_columns(kind: &str) -> Vec<Column> {
         }
         "Job" => {
             columns.push(col("Status", "string", 0, "Status of the job.", |o, _| {
-                let done = o["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|c| {
-                        c["status"] == "True"
-                            && matches!(s(&c["type"]), "Complete" | "Failed" | "Suspended")
-                    });
-                json!(done.map_or("Running", |c| s(&c["type"])))
+                let has = |kind: &str| {
+                    o["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["status"] == "True" && c["type"] == kind)
+                };
+                // In kubectl's order.
+                let status = if has("Complete") {
+                    "Complete"
+                } else if has("Failed") {
+                    "Failed"
+                } else if o["metadata"]["deletionTimestamp"].is_string() {
+                    "Terminating"
+                } else if has("Suspended") {
+                    "Suspended"
+                } else if has("FailureTarget") {
+                    "FailureTarget"
+                } else if has("SuccessCriteriaMet") {
+                    "SuccessCriteriaMet"
+                } else {
+                    "Running"
+                };
+                json!(status)
             }));
             columns.push(col(
                 "Completions",
@@ -665,11 +680,15 @@ fn kind_columns(kind: &str) -> Vec<Column> {
                 0,
                 "The desired number of successfully finished pods the job should be run with.",
                 |o, _| {
-                    json!(format!(
-                        "{}/{}",
-                        int(&o["status"]["succeeded"]),
-                        o["spec"]["completions"].as_i64().unwrap_or(1)
-                    ))
+                    let succeeded = int(&o["status"]["succeeded"]);
+                    // Without completions (a work queue), kubectl shows `n/1`, with its
+                    // parallelism when above one.
+                    let parallelism = o["spec"]["parallelism"].as_i64().unwrap_or(0);
+                    json!(match o["spec"]["completions"].as_i64() {
+                        Some(completions) => format!("{succeeded}/{completions}"),
+                        None if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+                        None => format!("{succeeded}/1"),
+                    })
                 },
             ));
             columns.push(col(
@@ -1082,6 +1101,18 @@ mod tests {
                 json!("42s"),
                 json!("<unknown>")
             ]
+        );
+        let queue = json!({"metadata": {"name": "q"}, "spec": {"parallelism": 3, "template": {}},
+            "status": {"succeeded": 1, "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}]}});
+        assert_eq!(
+            cells_of("Job", queue)[1..3],
+            [json!("SuccessCriteriaMet"), json!("1/1 of 3")]
+        );
+        let single = json!({"metadata": {"name": "s", "deletionTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"parallelism": 1, "template": {}}});
+        assert_eq!(
+            cells_of("Job", single)[1..3],
+            [json!("Terminating"), json!("0/1")]
         );
         let cron = json!({"metadata": {"name": "c"}, "spec": {"schedule": "*/5 * * * *",
             "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "hello", "image": "busybox"}]}}}}},

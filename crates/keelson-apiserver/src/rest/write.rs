@@ -250,6 +250,9 @@ fn apply_defaults(resource: &Resource, name: &str, object: &mut Value) {
         }
         object["status"]["phase"] = json!("Active");
     }
+    if resource.kind == "Job" && resource.group == "batch" {
+        keelson_api::defaults::job_selector(object);
+    }
 }
 
 pub async fn create(
