@@ -160,26 +160,51 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         let template = spec.template.as_ref().ok_or_else(|| {
             ControllerError::Invalid(format!("replicaset {name} has no template"))
         })?;
-        for _ in 0..(wanted - have).min(BURST) {
-            let pod = pod_from_template(template, controller_ref(rs.as_ref()), &name);
-            let created = pods.create(&PostParams::default(), &pod).await?;
-            let pod_name = created.name_any();
-            ctx.expectations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(uid.clone())
-                .or_default()
-                .created
-                .push((pod_name.clone(), Instant::now()));
-            events::record(
-                &ctx.client,
-                COMPONENT,
-                rs.as_ref(),
-                "Normal",
-                "SuccessfulCreate",
-                &format!("Created pod: {pod_name}"),
-            )
+        // Upstream's slow start: batches of 1, 2, 4, … created concurrently, stopping at
+        // the first batch with a failure (a quota or a bad template fails fast, not 500 times).
+        let mut left = (wanted - have).min(BURST);
+        let mut batch = 1;
+        while left > 0 {
+            let size = batch.min(left);
+            let results = futures::future::join_all((0..size).map(|_| {
+                let pod = pod_from_template(template, controller_ref(rs.as_ref()), &name);
+                let pods = pods.clone();
+                async move { pods.create(&PostParams::default(), &pod).await }
+            }))
             .await;
+            let mut failed = None;
+            for result in results {
+                match result {
+                    Ok(created) => {
+                        let pod_name = created.name_any();
+                        ctx.expectations
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entry(uid.clone())
+                            .or_default()
+                            .created
+                            .push((pod_name.clone(), Instant::now()));
+                        let (client, rs) = (ctx.client.clone(), rs.clone());
+                        tokio::spawn(async move {
+                            events::record(
+                                &client,
+                                COMPONENT,
+                                rs.as_ref(),
+                                "Normal",
+                                "SuccessfulCreate",
+                                &format!("Created pod: {pod_name}"),
+                            )
+                            .await;
+                        });
+                    }
+                    Err(error) => failed = Some(error),
+                }
+            }
+            if let Some(error) = failed {
+                return Err(error.into());
+            }
+            left -= size;
+            batch *= 2;
         }
     } else if have > wanted {
         active.sort_by_key(|p| deletion_rank(p));
