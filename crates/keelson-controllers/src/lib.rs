@@ -5,8 +5,10 @@
 
 mod cache;
 mod deployment;
+mod disruption;
 mod events;
 mod gc;
+mod namespace;
 mod nodelifecycle;
 mod replicaset;
 mod serviceaccount;
@@ -52,6 +54,8 @@ pub async fn run(client: Client, config: ControllersConfig) {
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         gc::run(client.clone()),
+        disruption::run(client.clone()),
+        namespace::run(client.clone()),
         nodelifecycle::run(client.clone(), config),
     );
 }

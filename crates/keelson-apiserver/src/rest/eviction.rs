@@ -260,7 +260,7 @@ fn budgets_resource(rest: &Rest) -> Result<Resource, ApiError> {
         .ok_or_else(|| ApiError::internal("no poddisruptionbudgets resource"))
 }
 
-/// The budgets of the pod's namespace whose selector (not empty) matches it: store key,
+/// The budgets of the pod's namespace whose selector matches it: store key,
 /// object and revision of each.
 async fn budgets_of(
     rest: &Rest,
@@ -278,9 +278,10 @@ async fn budgets_of(
     let mut found = Vec::new();
     for kv in page.kvs {
         let budget = decode(&kv)?;
-        // A budget with an empty selector selects nothing here, as upstream reads it.
+        // policy/v1: an empty selector selects every pod of the namespace, a missing one
+        // none.
         let selects = LabelSelector::from_json(&budget["spec"]["selector"])
-            .is_some_and(|s| !s.is_empty() && s.matches(&pod_labels));
+            .is_some_and(|s| s.matches(&pod_labels));
         if selects {
             found.push((kv.key, budget, kv.mod_revision));
         }
