@@ -560,7 +560,10 @@ mod tests {
             ["a"],
             "gone, deleting and overdue pods are dropped"
         );
-        assert!(recheck.is_some_and(|s| s <= 120 && s >= 119), "{recheck:?}");
+        assert!(
+            recheck.is_some_and(|s| (119..=120).contains(&s)),
+            "{recheck:?}"
+        );
         assert_eq!(
             healthy_pods(&pods, &kept, now),
             2,
