@@ -63,6 +63,26 @@ fn binding() -> Subresource {
     }
 }
 
+/// `eviction` (pods): a `policy/v1` `Eviction`, which deletes the pod if its disruption
+/// budget allows.
+fn eviction() -> Subresource {
+    Subresource {
+        name: "eviction",
+        response: ("policy", "v1", "Eviction"),
+        verbs: &["create"],
+    }
+}
+
+/// `finalize` (namespaces): the namespace, of which an update writes only
+/// `spec.finalizers`.
+fn finalize() -> Subresource {
+    Subresource {
+        name: "finalize",
+        response: ("", "v1", "Namespace"),
+        verbs: &["update"],
+    }
+}
+
 /// Kinds with a status subresource, and those that also scale.
 const WITH_STATUS: &[&str] = &[
     "Namespace",
@@ -461,6 +481,10 @@ impl Registry {
                 }
                 if r.kind == "Pod" && r.group.is_empty() {
                     r.subresources.push(binding());
+                    r.subresources.push(eviction());
+                }
+                if r.kind == "Namespace" && r.group.is_empty() {
+                    r.subresources.push(finalize());
                 }
                 r
             })
@@ -554,7 +578,11 @@ mod tests {
                 .map(|r| r.subresources.iter().map(|s| s.name).collect::<Vec<_>>())
         };
         assert_eq!(subs("apps", "deployments"), Some(vec!["status", "scale"]));
-        assert_eq!(subs("", "pods"), Some(vec!["status", "binding"]));
+        assert_eq!(
+            subs("", "pods"),
+            Some(vec!["status", "binding", "eviction"])
+        );
+        assert_eq!(subs("", "namespaces"), Some(vec!["status", "finalize"]));
         assert_eq!(subs("", "configmaps"), Some(vec![]));
     }
 

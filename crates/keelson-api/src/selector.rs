@@ -163,6 +163,14 @@ impl LabelSelector {
         Some(LabelSelector { requirements })
     }
 
+    /// A `LabelSelector` object as JSON; `None` when it does not decode or names an
+    /// unknown operator (such a selector matches nothing).
+    pub fn from_json(selector: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(selector.clone())
+            .ok()
+            .and_then(|s| Self::from_object(&s))
+    }
+
     /// Parses the `labelSelector` query parameter.
     pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();

@@ -21,6 +21,9 @@ pub struct StatusDetails {
     /// Which fields were wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<serde_json::Value>,
+    /// When to try again (429s); also sent as a `Retry-After` header.
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u32>,
 }
 
 /// A failed request as Kubernetes reports it.
@@ -41,6 +44,8 @@ struct StatusBody<'a> {
     metadata: Empty,
     status: &'static str,
     message: &'a str,
+    /// Empty for failures upstream reports without one (a 500 `Status` a handler returns).
+    #[serde(skip_serializing_if = "str::is_empty")]
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     details: Option<&'a StatusDetails>,
@@ -106,6 +111,16 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self
+            .details
+            .as_ref()
+            .and_then(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -125,7 +140,7 @@ mod tests {
             name: "mock-2".into(),
             group: String::new(),
             kind: "services".into(),
-            causes: Vec::new(),
+            ..Default::default()
         }));
         assert_eq!(
             error.body(),

@@ -1,6 +1,6 @@
 //! The resource REST API against an in-process server, through HTTPS: object lifecycle,
 //! errors as `Status` (and nothing stored), selectors, paging on one snapshot, watch and
-//! WatchList, finalizers, namespace deletion, tables.
+//! WatchList, finalizers, namespace termination, evictions, tables.
 
 mod support;
 
@@ -574,7 +574,7 @@ async fn watches_replay_select_and_bookmark() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finalizers_hold_deletion_and_namespaces_take_their_contents() -> Result<()> {
+async fn finalizers_hold_deletion_and_namespaces_terminate() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = start(dir.path()).await?;
     let client = server.client();
@@ -652,13 +652,63 @@ async fn finalizers_hold_deletion_and_namespaces_take_their_contents() -> Result
                 .as_array()
                 .is_some_and(Vec::is_empty)
     );
-    ensure!(client.delete("/api/v1/namespaces/team").await?.code == 200);
+    // Deleting a namespace starts its termination; without a namespace controller (this
+    // server runs none) it stays Terminating with its contents, as kube-apiserver does.
+    let terminating = client.delete("/api/v1/namespaces/team").await?;
+    ensure!(terminating.code == 200, "{terminating:?}");
+    let terminating = terminating.json();
     ensure!(
-        names(&client, "/api/v1/configmaps")
+        terminating["status"]["phase"] == "Terminating"
+            && terminating["metadata"]["deletionTimestamp"].is_string()
+            && terminating["spec"]["finalizers"] == json!(["kubernetes"]),
+        "{terminating}"
+    );
+    let again = client.delete("/api/v1/namespaces/team").await?;
+    ensure!(
+        again.code == 200 && client.get("/api/v1/namespaces/team").await?.code == 200,
+        "the kubernetes finalizer holds it: {again:?}"
+    );
+    ensure!(
+        names(&client, "/api/v1/namespaces/team/configmaps").await? == ["inside"],
+        "the namespace controller, not the API server, removes contents"
+    );
+    let refused = client
+        .post("/api/v1/namespaces/team/configmaps", &cm("late", json!({})))
+        .await?;
+    ensure!(
+        refused.code == 403
+            && refused.json()
+                == json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "configmaps \"late\" is forbidden: unable to create new content in namespace team because it is being terminated",
+                    "reason": "Forbidden",
+                    "details": {"name": "late", "kind": "configmaps", "causes": [{"reason": "NamespaceTerminating",
+                        "message": "namespace team is being terminated", "field": "metadata.namespace"}]},
+                    "code": 403}),
+        "{refused:?}"
+    );
+    // Updates of a terminating namespace that leave its finalizer keep it.
+    let mut labelled = client.get("/api/v1/namespaces/team").await?.json();
+    labelled["metadata"]["labels"]["x"] = json!("y");
+    ensure!(
+        client
+            .put("/api/v1/namespaces/team", &labelled.to_string())
             .await?
-            .iter()
-            .all(|n| n != "inside"),
-        "contents go with the namespace"
+            .code
+            == 200
+            && client.get("/api/v1/namespaces/team").await?.code == 200
+    );
+    // Only PUT writes `finalize`; emptying the finalizers there removes the namespace.
+    ensure!(client.get("/api/v1/namespaces/team/finalize").await?.code == 405);
+    let mut finalized = client.get("/api/v1/namespaces/team").await?.json();
+    finalized["spec"]["finalizers"] = json!([]);
+    finalized["metadata"]["labels"]["ignored"] = json!("yes");
+    let done = client
+        .put("/api/v1/namespaces/team/finalize", &finalized.to_string())
+        .await?;
+    ensure!(done.code == 200, "{done:?}");
+    ensure!(
+        client.get("/api/v1/namespaces/team").await?.code == 404,
+        "finalized: gone"
     );
     server.stop().await
 }
@@ -1533,6 +1583,167 @@ async fn pods_get_the_priority_of_their_class() -> Result<()> {
     ensure!(
         later["spec"]["priority"] == 10 && later["spec"]["priorityClassName"] == "normal",
         "{later}"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evictions_respect_disruption_budgets() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let client = server.client();
+    let pods = "/api/v1/namespaces/default/pods";
+    let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    let merge = [("Content-Type", "application/merge-patch+json")];
+    // Pods as a kubelet reports them: Running and Ready, or Running and not ready.
+    for (name, app, ready) in [
+        ("a", "web", true),
+        ("b", "web", true),
+        ("c", "web", false),
+        ("lone", "other", true),
+    ] {
+        let pod = json!({"kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        ensure!(client.post(pods, &pod.to_string()).await?.code == 201);
+        let status = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
+        let patched = client
+            .request(
+                "PATCH",
+                &format!("{pods}/{name}/status"),
+                &merge,
+                Some(&status.to_string()),
+            )
+            .await?;
+        ensure!(patched.code == 200, "{patched:?}");
+    }
+    ensure!(
+        client
+            .post(
+                pods,
+                &json!({"kind": "Pod", "metadata": {"name": "waiting", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}})
+                .to_string()
+            )
+            .await?
+            .code
+            == 201
+    );
+    let evict = |name: &'static str, extra: Value| {
+        let client = client.clone();
+        async move {
+            let mut body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": name, "namespace": "default"}});
+            if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+                body.extend(extra.clone());
+            }
+            client
+                .post(&format!("{pods}/{name}/eviction"), &body.to_string())
+                .await
+        }
+    };
+    let success = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+
+    // Discovery names the subresource as kubectl drain looks for it.
+    let core = client.get("/api/v1").await?.json();
+    let entry = core["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "pods/eviction"))
+        .cloned();
+    ensure!(
+        entry.as_ref().is_some_and(|e| e["group"] == "policy"
+            && e["version"] == "v1"
+            && e["kind"] == "Eviction"
+            && e["verbs"] == json!(["create"])),
+        "{entry:?}"
+    );
+
+    // No budget: evicted at once.
+    let lone = evict("lone", json!({})).await?;
+    ensure!(lone.code == 201 && lone.json() == success, "{lone:?}");
+    ensure!(client.get(&format!("{pods}/lone")).await?.code == 404);
+    let missing = evict("lone", json!({})).await?;
+    ensure!(missing.code == 404, "{missing:?}");
+    let mismatch = client
+        .post(
+            &format!("{pods}/a/eviction"),
+            &json!({"apiVersion": "policy/v1beta1", "kind": "Eviction", "metadata": {"name": "b"}})
+                .to_string(),
+        )
+        .await?;
+    ensure!(
+        mismatch.code == 400
+            && mismatch.json()["message"] == "name in URL does not match name in Eviction object",
+        "{mismatch:?}"
+    );
+    ensure!(client.get(&format!("{pods}/a/eviction")).await?.code == 405);
+
+    // A budget one disruption above its minimum, as the disruption controller reports it.
+    let budget = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
+    ensure!(client.post(pdbs, &budget.to_string()).await?.code == 201);
+    let status = json!({"status": {"observedGeneration": 1, "currentHealthy": 2, "desiredHealthy": 1,
+        "expectedPods": 4, "disruptionsAllowed": 1}});
+    ensure!(
+        client
+            .request(
+                "PATCH",
+                &format!("{pdbs}/web/status"),
+                &merge,
+                Some(&status.to_string())
+            )
+            .await?
+            .code
+            == 200
+    );
+    // A dry run spends nothing and deletes nothing.
+    let dry = evict("a", json!({"deleteOptions": {"dryRun": ["All"]}})).await?;
+    ensure!(dry.code == 201, "{dry:?}");
+    ensure!(client.get(&format!("{pdbs}/web")).await?.json()["status"]["disruptionsAllowed"] == 1);
+    ensure!(client.get(&format!("{pods}/a")).await?.code == 200);
+
+    let first = evict("a", json!({})).await?;
+    ensure!(first.code == 201 && first.json() == success, "{first:?}");
+    ensure!(client.get(&format!("{pods}/a")).await?.code == 404);
+    let spent = client.get(&format!("{pdbs}/web")).await?.json();
+    ensure!(
+        spent["status"]["disruptionsAllowed"] == 0
+            && spent["status"]["disruptedPods"]["a"].is_string()
+            && spent["status"]["conditions"][0]["reason"] == "InsufficientPods",
+        "{spent}"
+    );
+    // Nothing left to spare: 429, and the pod stays.
+    let refused = evict("b", json!({})).await?;
+    ensure!(
+        refused.code == 429
+            && refused.json()
+                == json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                    "reason": "TooManyRequests",
+                    "details": {"causes": [{"reason": "DisruptionBudget",
+                        "message": "The disruption budget web needs 1 healthy pods and has 2 currently"}]},
+                    "code": 429}),
+        "{refused:?}"
+    );
+    ensure!(client.get(&format!("{pods}/b")).await?.code == 200);
+    // An unready pod while the budget is met, and a pending pod, go without spending.
+    let unready = evict("c", json!({})).await?;
+    ensure!(unready.code == 201, "{unready:?}");
+    let pending = evict("waiting", json!({})).await?;
+    ensure!(pending.code == 201, "{pending:?}");
+    ensure!(client.get(&format!("{pods}/c")).await?.code == 404);
+    ensure!(client.get(&format!("{pods}/waiting")).await?.code == 404);
+
+    // Two budgets over one pod: upstream refuses with a 500.
+    let second = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "also"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
+    ensure!(client.post(pdbs, &second.to_string()).await?.code == 201);
+    let two = evict("b", json!({})).await?;
+    ensure!(
+        two.code == 500
+            && two.body
+                == "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.\",\"code\":500}\n",
+        "{two:?}"
     );
     server.stop().await
 }

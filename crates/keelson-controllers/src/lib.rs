@@ -7,9 +7,11 @@ mod cache;
 pub mod cronjob;
 mod daemonset;
 mod deployment;
+mod disruption;
 mod events;
 mod gc;
 pub mod job;
+mod namespace;
 mod nodelifecycle;
 mod replicaset;
 mod revisions;
@@ -64,6 +66,8 @@ pub async fn run(client: Client, config: ControllersConfig) {
         gc::run(client.clone()),
         job::run(client.clone(), config.job_backoff),
         cronjob::run(client.clone()),
+        disruption::run(client.clone()),
+        namespace::run(client.clone()),
         nodelifecycle::run(client.clone(), config),
     );
 }

@@ -1628,3 +1628,153 @@ fn kubectl_runs_jobs_and_cron_jobs_on_simulated_nodes() -> Result<()> {
     drop(agent);
     stop(server.0.take().context("server")?)
 }
+
+#[test]
+fn kubectl_cordons_and_drains_nodes_within_disruption_budgets() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, _) = running_server(dir.path())?;
+    let kube = Kubectl::admin(dir.path());
+    let mut agent = keelson()
+        .args(["agent", "--simulate", "3", "--node-prefix", "drain"])
+        .arg("--kubeconfig")
+        .arg(dir.path().join("admin.kubeconfig"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = kube.run(&["get", "nodes"])?;
+            if out.lines().filter(|l| l.contains(" Ready ")).count() == 3 {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "nodes did not register: {out}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        kube.run(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=3",
+        ])?;
+        kube.run(&["rollout", "status", "deployment/web", "--timeout=60s"])?;
+        let placed = |kube: &Kubectl| -> Result<Vec<String>> {
+            Ok(kube
+                .run(&[
+                    "get",
+                    "pods",
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+                ])?
+                .lines()
+                .map(str::to_owned)
+                .collect())
+        };
+        let before = placed(&kube)?;
+        let node = before.first().context("no web pod placed")?.clone();
+
+        // cordon marks the node unschedulable, as `get nodes` shows.
+        let cordoned = kube.run(&["cordon", &node])?;
+        ensure!(
+            cordoned.contains(&format!("node/{node} cordoned")),
+            "{cordoned}"
+        );
+        let nodes = kube.run(&["get", "nodes"])?;
+        ensure!(
+            nodes
+                .lines()
+                .any(|l| l.starts_with(&node) && l.contains("Ready,SchedulingDisabled")),
+            "{nodes}"
+        );
+
+        // drain evicts its pods; the Deployment brings them back elsewhere.
+        let drained = kube.run(&[
+            "drain",
+            &node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=60s",
+        ])?;
+        ensure!(
+            drained.contains("evicting pod default/web-")
+                && drained.contains(&format!("node/{node} drained")),
+            "{drained}"
+        );
+        kube.run(&["rollout", "status", "deployment/web", "--timeout=60s"])?;
+        let after = placed(&kube)?;
+        ensure!(
+            after.len() == 3 && after.iter().all(|n| *n != node),
+            "{after:?}"
+        );
+        kube.run(&["uncordon", &node])?;
+
+        // A budget that needs every replica blocks a drain: evictions get 429 until the
+        // timeout, and the pods stay where they are.
+        kube.run(&[
+            "create",
+            "poddisruptionbudget",
+            "web",
+            "--selector=app=web",
+            "--min-available=3",
+        ])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let numbers = kube.run(&[
+                "get",
+                "pdb",
+                "web",
+                "-o",
+                "jsonpath={.status.expectedPods} {.status.currentHealthy} {.status.disruptionsAllowed}",
+            ])?;
+            if numbers == "3 3 0" {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "budget status: {numbers}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let table = kube.run(&["get", "pdb", "web"])?;
+        ensure!(
+            table
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.split_whitespace().take(4).collect::<Vec<_>>()
+                    == ["web", "3", "N/A", "0"]),
+            "{table}"
+        );
+        let busy = after.first().context("no web pod placed")?.clone();
+        let pods_before = kube.run(&["get", "pods", "-l", "app=web", "-o", "name"])?;
+        let blocked = kube.output(&[
+            "drain",
+            &busy,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=5s",
+        ])?;
+        let stderr = String::from_utf8_lossy(&blocked.stderr);
+        ensure!(
+            !blocked.status.success()
+                && stderr
+                    .contains("Cannot evict pod as it would violate the pod's disruption budget."),
+            "{stderr}"
+        );
+        let pods_after = kube.run(&["get", "pods", "-l", "app=web", "-o", "name"])?;
+        ensure!(pods_before == pods_after, "{pods_before} / {pods_after}");
+        let terminating = kube.run(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.deletionTimestamp}",
+        ])?;
+        ensure!(terminating.is_empty(), "{terminating}");
+        Ok(())
+    })();
+    agent.kill()?;
+    agent.wait()?;
+    result?;
+    stop(server)
+}

@@ -8,6 +8,7 @@
 //! output, and `Status` errors for everything that fails.
 
 mod admission;
+mod eviction;
 mod object;
 mod part;
 mod read;
@@ -137,11 +138,33 @@ pub async fn handle(
         });
         return response;
     }
+    // pods/eviction: a create that deletes the pod if its disruption budget allows.
+    if target.subresource.as_deref() == Some("eviction")
+        && part::has_subresource(&target.resource, "eviction")
+    {
+        let result = if method == Method::POST {
+            eviction::evict(rest, &target, &query, &headers, body).await
+        } else {
+            Err(object::method_not_allowed(&method))
+        };
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(RequestLabels {
+            verb: "create",
+            resource: target.resource.plural,
+        });
+        return response;
+    }
     let Some(part) = part::Part::of(&target) else {
         return ApiError::no_such_path().into_response();
     };
     let named = target.name.is_some();
-    if part != part::Part::Main && !matches!(method, Method::GET | Method::PUT | Method::PATCH) {
+    let allowed = match part {
+        part::Part::Main => true,
+        // `namespaces/finalize` is written with PUT only.
+        part::Part::Finalize => method == Method::PUT,
+        _ => matches!(method, Method::GET | Method::PUT | Method::PATCH),
+    };
+    if !allowed {
         return object::method_not_allowed(&method).into_response();
     }
     let (verb, result) = match (&method, named) {

@@ -49,7 +49,7 @@ pub fn details(resource: &Resource, name: &str) -> Option<Box<StatusDetails>> {
         name: name.to_owned(),
         group: resource.group.to_owned(),
         kind: resource.plural.to_owned(),
-        causes: Vec::new(),
+        ..Default::default()
     }))
 }
 

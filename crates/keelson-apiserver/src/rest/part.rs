@@ -1,6 +1,7 @@
 //! Which part of an object a write may change: the object itself (not its status, when
-//! the kind has a status subresource), only `status` (`/status`), or only `spec.replicas`
-//! through an `autoscaling/v1` `Scale` (`/scale`).
+//! the kind has a status subresource), only `status` (`/status`), only `spec.replicas`
+//! through an `autoscaling/v1` `Scale` (`/scale`), or only a namespace's
+//! `spec.finalizers` (`/finalize`).
 
 use keelson_api::Resource;
 use serde_json::{Value, json};
@@ -14,6 +15,7 @@ pub enum Part {
     Main,
     Status,
     Scale,
+    Finalize,
 }
 
 pub fn has_subresource(resource: &Resource, name: &str) -> bool {
@@ -27,6 +29,9 @@ impl Part {
             None => Some(Part::Main),
             Some("status") if has_subresource(&target.resource, "status") => Some(Part::Status),
             Some("scale") if has_subresource(&target.resource, "scale") => Some(Part::Scale),
+            Some("finalize") if has_subresource(&target.resource, "finalize") => {
+                Some(Part::Finalize)
+            }
             Some(_) => None,
         }
     }
@@ -34,7 +39,7 @@ impl Part {
     /// What a client reads and writes through this part.
     pub fn view(self, object: &Value) -> Value {
         match self {
-            Part::Main | Part::Status => object.clone(),
+            Part::Main | Part::Status | Part::Finalize => object.clone(),
             Part::Scale => scale(object),
         }
     }
@@ -57,6 +62,17 @@ impl Part {
             Part::Status => {
                 let mut new = old.clone();
                 replace_field(&mut new, "status", new_view.get("status"));
+                Ok(new)
+            }
+            Part::Finalize => {
+                let mut new = old.clone();
+                let finalizers = new_view["spec"].get("finalizers").cloned();
+                if let Some(spec) = new.as_object_mut().map(|o| {
+                    o.entry("spec")
+                        .or_insert_with(|| Value::Object(Default::default()))
+                }) {
+                    replace_field(spec, "finalizers", finalizers.as_ref());
+                }
                 Ok(new)
             }
             Part::Scale => {

@@ -16,12 +16,12 @@ use super::object::{
 };
 use super::part::{Part, has_subresource};
 use super::read::{Selectors, collect};
-use super::target::{object_key, resource_prefix};
+use super::target::object_key;
 use super::{Query, Rest, Target, object_response};
 use crate::status::{ApiError, StatusDetails};
 
 /// Retries of an unconditional update or delete that lost a race.
-const RETRIES: usize = 16;
+pub(super) const RETRIES: usize = 16;
 
 /// Reads a JSON request body (the Python client sends no `Content-Type`).
 pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Option<Value>, ApiError> {
@@ -141,8 +141,10 @@ fn check_namespace(target: &Target, object: &mut Value) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// Fails with 404 unless the namespace of a namespaced target exists.
-async fn require_namespace(rest: &Rest, target: &Target) -> Result<(), ApiError> {
+/// Fails with 404 unless the namespace of a namespaced target exists, and with 403 when it
+/// is being deleted (kube-apiserver's NamespaceLifecycle admission): nothing new may be
+/// created in a namespace whose contents the namespace controller is removing.
+async fn require_namespace(rest: &Rest, target: &Target, name: &str) -> Result<(), ApiError> {
     let Some(ns) = &target.namespace else {
         return Ok(());
     };
@@ -151,15 +153,42 @@ async fn require_namespace(rest: &Rest, target: &Target) -> Result<(), ApiError>
         .find("", "v1", "namespaces")
         .cloned()
         .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
-    match rest
+    let namespace = match rest
         .store
         .get(&object_key(&namespaces, None, ns), None)
         .await
     {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(not_found(&namespaces, ns)),
-        Err(error) => Err(object::internal(error)),
+        Ok(Some(kv)) => decode(&kv)?,
+        Ok(None) => return Err(not_found(&namespaces, ns)),
+        Err(error) => return Err(object::internal(error)),
+    };
+    if str_field(&namespace, &["status", "phase"]) == Some("Terminating") {
+        return Err(namespace_terminating(&target.resource, name, ns));
     }
+    Ok(())
+}
+
+/// 403 for a create in a namespace being deleted, worded as kube-apiserver's
+/// NamespaceLifecycle admission words it.
+pub(super) fn namespace_terminating(resource: &Resource, name: &str, ns: &str) -> ApiError {
+    let reason =
+        format!("unable to create new content in namespace {ns} because it is being terminated");
+    let message = if name.is_empty() {
+        format!("{} is forbidden: {reason}", resource.qualified_name())
+    } else {
+        format!(
+            "{} \"{name}\" is forbidden: {reason}",
+            resource.qualified_name()
+        )
+    };
+    let mut error = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
+    error.details = object::details(resource, name);
+    if let Some(details) = error.details.as_mut() {
+        details.causes = vec![json!({"reason": "NamespaceTerminating",
+            "message": format!("namespace {ns} is being terminated"),
+            "field": "metadata.namespace"})];
+    }
+    error
 }
 
 /// Applies `fieldValidation` (Strict, Warn — the default —, or Ignore) to `object`: fields
@@ -315,7 +344,7 @@ async fn create_object(
     if object.get("spec").is_some() {
         object["metadata"]["generation"] = json!(1);
     }
-    require_namespace(rest, target).await?;
+    require_namespace(rest, target, given_name.as_deref().unwrap_or_default()).await?;
 
     // A generated name that is taken is drawn again, as kube-apiserver does.
     let attempts = if given_name.is_some() { 1 } else { 3 };
@@ -789,7 +818,8 @@ async fn guaranteed_update(
         let finalized = new["metadata"].get("deletionTimestamp").is_some()
             && new["metadata"]["finalizers"]
                 .as_array()
-                .is_none_or(|f| f.is_empty());
+                .is_none_or(|f| f.is_empty())
+            && !holds_namespace(resource, &new);
         let write = if finalized && !query.dry_run() {
             // Marked for deletion and no finalizer left: the update completes the delete.
             rest.store
@@ -848,10 +878,11 @@ impl Propagation {
     }
 }
 
-struct DeleteOptions {
-    uid: Option<String>,
-    resource_version: Option<i64>,
-    dry_run: bool,
+#[derive(Clone)]
+pub(super) struct DeleteOptions {
+    pub(super) uid: Option<String>,
+    pub(super) resource_version: Option<i64>,
+    pub(super) dry_run: bool,
     /// `gracePeriodSeconds`: `None` for the object's own default.
     grace_period: Option<i64>,
     propagation: Option<Propagation>,
@@ -869,11 +900,15 @@ fn invalid_delete_options(field: &str, reason: &str, problem: String) -> ApiErro
         group: "meta.k8s.io".into(),
         kind: "DeleteOptions".into(),
         causes: vec![json!({"reason": reason, "message": problem, "field": field})],
+        ..Default::default()
     }));
     error
 }
 
-fn delete_options(query: &Query, body: Option<Value>) -> Result<DeleteOptions, ApiError> {
+pub(super) fn delete_options(
+    query: &Query,
+    body: Option<Value>,
+) -> Result<DeleteOptions, ApiError> {
     let body = body.unwrap_or(Value::Null);
     let uid = str_field(&body, &["preconditions", "uid"]).map(str::to_owned);
     let resource_version = match str_field(&body, &["preconditions", "resourceVersion"]) {
@@ -1000,8 +1035,21 @@ fn mark_deleting(object: &mut Value, grace: i64, propagation: Option<Propagation
     changed
 }
 
+fn is_namespace(resource: &Resource) -> bool {
+    resource.kind == "Namespace" && resource.group.is_empty()
+}
+
+/// Whether `object` is a namespace its `spec.finalizers` still hold (it may not be removed
+/// until they are gone, whatever `metadata.finalizers` says).
+fn holds_namespace(resource: &Resource, object: &Value) -> bool {
+    is_namespace(resource)
+        && object["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+}
+
 /// Deletes one object; returns it as it was (or as it now is, when finalizers hold it).
-async fn delete_one(
+pub(super) async fn delete_one(
     rest: &Rest,
     resource: &Resource,
     namespace: Option<&str>,
@@ -1041,6 +1089,31 @@ async fn delete_one(
         if options.dry_run {
             return Ok(object);
         }
+        if is_namespace(resource) {
+            // The first delete of a namespace only starts its termination; the namespace
+            // controller empties it and removes its `kubernetes` finalizer (spec), after
+            // which a delete (or that finalize) removes it — as kube-apiserver does.
+            if object["metadata"].get("deletionTimestamp").is_none() {
+                mark_deleting(&mut object, 0, options.propagation);
+                object["status"]["phase"] = json!("Terminating");
+                match rest
+                    .store
+                    .update(&key, encode(&object), current.mod_revision)
+                    .await
+                {
+                    Ok(revision) => {
+                        set_resource_version(&mut object, revision);
+                        return Ok(object);
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(StoreError::NotFound { .. }) => return Err(not_found(resource, name)),
+                    Err(error) => return Err(object::internal(error)),
+                }
+            }
+            if holds_namespace(resource, &object) {
+                return Ok(object);
+            }
+        }
         let grace = pod_grace_period(resource, &object, options);
         let finalizers = object["metadata"]["finalizers"]
             .as_array()
@@ -1069,9 +1142,6 @@ async fn delete_one(
                 Err(error) => return Err(object::internal(error)),
             }
         }
-        if resource.kind == "Namespace" && resource.group.is_empty() {
-            delete_namespace_contents(rest, name).await?;
-        }
         match rest.store.delete(&key, current.mod_revision).await {
             Ok(_) => return Ok(object),
             Err(StoreError::Conflict { .. }) => continue,
@@ -1080,26 +1150,6 @@ async fn delete_one(
         }
     }
     Err(conflict(resource, name))
-}
-
-/// Removes every object in namespace `ns` (the namespace controller will take this over,
-/// with the `Terminating` phase, when controllers exist).
-async fn delete_namespace_contents(rest: &Rest, ns: &str) -> Result<(), ApiError> {
-    for resource in rest.registry.resources().iter().filter(|r| r.namespaced()) {
-        let prefix = format!("{}{ns}/", resource_prefix(resource));
-        let page = rest
-            .store
-            .list(&prefix, Default::default())
-            .await
-            .map_err(object::internal)?;
-        for kv in page.kvs {
-            match rest.store.delete(&kv.key, kv.mod_revision).await {
-                Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(object::internal(error)),
-            }
-        }
-    }
-    Ok(())
 }
 
 pub async fn delete(

@@ -6,6 +6,7 @@ that differs from what the client expects of Kubernetes.
 
 import json
 import sys
+import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -78,8 +79,18 @@ def main():
     assert scale.spec.replicas == 4 and scale.status.selector == "app=web", scale
     assert apps.read_namespaced_deployment("web", "py").metadata.generation == 2
 
+    # A deleted namespace is Terminating until the namespace controller has emptied it.
     core.delete_namespace("py")
-    expect_status(lambda: core.read_namespace("py"), 404, "NotFound")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            phase = core.read_namespace("py").status.phase
+            assert phase == "Terminating", phase
+        except ApiException as e:
+            assert e.status == 404 and json.loads(e.body)["reason"] == "NotFound", e.body
+            break
+        assert time.monotonic() < deadline, "namespace py still there after 30 s"
+        time.sleep(0.2)
     print("ok")
 
 
