@@ -1348,6 +1348,69 @@ fn simulated_nodes_take_pods_that_kubectl_runs() -> Result<()> {
     ])?;
     ensure!(ready == "5", "{ready}");
 
+    // Paused: a new template waits, no new ReplicaSet; resumed, it rolls out.
+    kube.run(&["rollout", "pause", "deployment/shop"])?;
+    kube.run(&["set", "image", "deployment/shop", "nginx=nginx:3"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let sets = |kube: &Kubectl| -> Result<usize> {
+        Ok(kube
+            .run(&["get", "rs", "-l", "app=shop", "-o", "name"])?
+            .lines()
+            .count())
+    };
+    let before = sets(&kube)?;
+    let paused = kube.run(&[
+        "get",
+        "deployment",
+        "shop",
+        "-o",
+        "jsonpath={.spec.paused} {.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ])?;
+    ensure!(paused == "true DeploymentPaused", "{paused}");
+    kube.run(&["rollout", "resume", "deployment/shop"])?;
+    kube.run(&["rollout", "status", "deployment/shop", "--timeout=60s"])?;
+    ensure!(sets(&kube)? == before + 1, "a ReplicaSet for nginx:3");
+    // The old pods go once their (simulated) grace period is over.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let images = kube.run(&[
+            "get",
+            "pods",
+            "-l",
+            "app=shop",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])?;
+        if images.split_whitespace().count() == 5
+            && images.split_whitespace().all(|i| i == "nginx:3")
+        {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "{images}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Restart: same image, a new template (restartedAt), every pod replaced.
+    let old_pods = kube.run(&["get", "pods", "-l", "app=shop", "-o", "name"])?;
+    kube.run(&["rollout", "restart", "deployment/shop"])?;
+    kube.run(&["rollout", "status", "deployment/shop", "--timeout=60s"])?;
+    let restarted = kube.run(&[
+        "get",
+        "deployment",
+        "shop",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+    ])?;
+    ensure!(!restarted.is_empty(), "no restartedAt annotation");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = kube.run(&["get", "pods", "-l", "app=shop", "-o", "name"])?;
+        if now.lines().count() == 5 && now.lines().all(|p| !old_pods.contains(p)) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "old pods remain: {now}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A bad flag is refused with a message.
     let bad = keelson()
         .args([
