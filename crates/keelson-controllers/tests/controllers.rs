@@ -522,3 +522,66 @@ async fn required_anti_affinity_spreads_replicas_across_nodes() -> Result<()> {
     ensure!(placed == 3, "the fourth stays pending: {placed}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_pod_preempts_a_lower_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 1).await?;
+    let client = cluster.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let pod = |name: &str, cpu: &str, class: Option<&str>| -> Result<Pod> {
+        let mut pod = json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "nginx",
+                "resources": {"requests": {"cpu": cpu}}}]}});
+        if let Some(class) = class {
+            pod["spec"]["priorityClassName"] = Value::from(class);
+        }
+        Ok(serde_json::from_value(pod)?)
+    };
+    // The one node (4 CPUs) is mostly taken by a pod of the default priority.
+    pods.create(&pp, &pod("low", "3", None)?).await?;
+    eventually("low running", || async {
+        Ok(ready(&pods.get("low").await?).then_some(()))
+    })
+    .await?;
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    classes
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "urgent"}, "value": 1000}))?,
+        )
+        .await?;
+    pods.create(&pp, &pod("urgent", "2", Some("urgent"))?)
+        .await?;
+    // The low pod is preempted (told why), and the urgent one runs in its place.
+    let placed = eventually("urgent running", || async {
+        let urgent = pods.get("urgent").await?;
+        Ok(ready(&urgent)
+            .then(|| urgent.spec.and_then(|s| s.node_name))
+            .flatten())
+    })
+    .await?;
+    ensure!(placed == "node-0", "{placed}");
+    ensure!(
+        pods.get_opt("low").await?.is_none(),
+        "the preempted pod is gone"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let preempted = events
+        .list(&ListParams::default().fields("involvedObject.name=low"))
+        .await?
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("Preempted"));
+    ensure!(preempted, "a Preempted event on the victim");
+    // A pod of the default priority never preempts: it waits.
+    pods.create(&pp, &pod("patient", "3", None)?).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let urgent = pods.get("urgent").await?;
+    ensure!(urgent.metadata.deletion_timestamp.is_none() && ready(&urgent));
+    let patient = pods.get("patient").await?;
+    ensure!(patient.spec.and_then(|s| s.node_name).is_none());
+    drop(cluster.nodes);
+    Ok(())
+}

@@ -10,6 +10,7 @@
 
 mod framework;
 pub mod plugins;
+mod preemption;
 mod resources;
 mod run;
 mod snapshot;
@@ -19,6 +20,7 @@ mod terms;
 pub use framework::{
     CycleState, Filter, FitError, NodeCursor, Placement, Profile, Score, schedule, schedule_sampled,
 };
+pub use preemption::{Preemption, preempt};
 pub use resources::{Resources, pod_requests};
 pub use run::{SchedulerConfig, SchedulerError, run};
 pub use snapshot::{NodeInfo, Snapshot};

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::framework::{FitError, NodeCursor, Profile, schedule_sampled};
+use crate::preemption::{Preemption, preempt};
 use crate::state::ClusterState;
 
 /// How the scheduler behaves.
@@ -268,6 +269,14 @@ impl Scheduler {
                     });
                 }
                 Err(fit) => {
+                    if let Some(preemption) = preempt(&self.profile, &self.state.snapshot, &pod) {
+                        tokio::spawn(carry_out(
+                            self.client.clone(),
+                            self.config.name.clone(),
+                            pod.clone(),
+                            preemption,
+                        ));
+                    }
                     let backoff = back_off(&self.config, &mut self.backoffs, &key);
                     if let Err(error) =
                         report_unschedulable(&self.client, &self.config, &pod, &fit, backoff).await
@@ -278,6 +287,86 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Preemption carried out: the pod nominated to the node (`status.nominatedNodeName`, as
+/// `kubectl get -o wide` shows), each victim told why (a `Preempted` event) and deleted
+/// with its grace period. The pod itself is placed by a later cycle once they are gone.
+async fn carry_out(client: Client, scheduler: String, pod: Arc<Pod>, preemption: Preemption) {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let nominate = json!({"status": {"nominatedNodeName": preemption.node}});
+    if let Err(error) = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&nominate))
+        .await
+    {
+        tracing::warn!(pod = %name, %error, "nominating failed");
+    }
+    for victim in &preemption.victims {
+        let victim_ns = victim.metadata.namespace.clone().unwrap_or_default();
+        let victim_name = victim.metadata.name.clone().unwrap_or_default();
+        tracing::info!(pod = %name, victim = %victim_name, node = %preemption.node, "preempting");
+        let message = format!(
+            "Preempted by pod {} on node {}",
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+            preemption.node
+        );
+        let _ = record_event(&client, &scheduler, victim, "Normal", "Preempted", &message).await;
+        let deleted = Api::<Pod>::namespaced(client.clone(), &victim_ns)
+            .delete(&victim_name, &Default::default())
+            .await;
+        if let Err(error) = deleted {
+            tracing::warn!(victim = %victim_name, %error, "preemption delete failed");
+        }
+    }
+}
+
+/// A new event about `pod`.
+async fn record_event(
+    client: &Client,
+    scheduler: &str,
+    pod: &Pod,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name),
+            namespace: Some(namespace.to_owned()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        count: Some(1),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        reporting_component: Some(scheduler.into()),
+        reporting_instance: Some(scheduler.into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some(scheduler.into()),
+            host: None,
+        }),
+        ..Default::default()
+    };
+    Api::<Event>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 fn back_off<'a>(

@@ -573,3 +573,48 @@ fn topology_spread_keeps_zones_within_max_skew() {
     let placed = schedule(&profile, &snapshot, &spread("y2", "ScheduleAnyway")).expect("fits");
     assert_eq!(placed.node, "c1");
 }
+
+#[test]
+fn preemption_picks_the_least_important_victims_on_the_best_node() {
+    use keelson_scheduler::preempt;
+    let with_priority = |name: &str, cpu: &str, priority: i32| {
+        pod(name, cpu, "64Mi", json!({"spec": {"priority": priority}}))
+    };
+    let nodes = vec![
+        node("a", "2", "4Gi", json!({})),
+        node("b", "2", "4Gi", json!({})),
+    ];
+    let mut snapshot = Snapshot::new(nodes, []);
+    // a: one pod of priority 100 filling it. b: two pods of priority 10 and 5.
+    snapshot.assume(with_priority("a-big", "2", 100), 0);
+    snapshot.assume(with_priority("b-1", "1", 10), 1);
+    snapshot.assume(with_priority("b-2", "1", 5), 1);
+    let profile = default_profile();
+    let urgent = with_priority("urgent", "1", 1000);
+    assert!(schedule(&profile, &snapshot, &urgent).is_err());
+    // b costs less (its most important victim is 10, not 100), and one victim is enough
+    // there: the priority-5 pod; the priority-10 one is reprieved.
+    let plan = preempt(&profile, &snapshot, &urgent).expect("a plan");
+    assert_eq!(plan.node, "b");
+    let victims: Vec<&str> = plan
+        .victims
+        .iter()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
+    assert_eq!(victims, ["b-2"]);
+
+    // Needing the whole node takes both.
+    let plan = preempt(&profile, &snapshot, &with_priority("wide", "2", 1000)).expect("a plan");
+    assert_eq!((plan.node.as_str(), plan.victims.len()), ("b", 2));
+    // Nothing of lower priority to take, or a policy of Never: no preemption.
+    assert!(preempt(&profile, &snapshot, &with_priority("meek", "1", 1)).is_none());
+    let never = pod(
+        "never",
+        "1",
+        "64Mi",
+        json!({"spec": {"priority": 1000, "preemptionPolicy": "Never"}}),
+    );
+    assert!(preempt(&profile, &snapshot, &never).is_none());
+    // Too big for any node even when emptied: nothing to gain.
+    assert!(preempt(&profile, &snapshot, &with_priority("huge", "3", 1000)).is_none());
+}
