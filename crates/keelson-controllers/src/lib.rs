@@ -12,6 +12,7 @@ mod events;
 mod gc;
 pub mod job;
 mod namespace;
+mod nodeipam;
 mod nodelifecycle;
 mod replicaset;
 mod revisions;
@@ -42,6 +43,9 @@ pub struct ControllersConfig {
     pub node_check_interval: Duration,
     /// The first wait before a Job's failed pod is replaced (doubled per failure).
     pub job_backoff: Duration,
+    /// Node IPAM: the range pod CIDRs are carved from, and each node's prefix length.
+    pub cluster_cidr: String,
+    pub node_cidr_mask: u8,
 }
 
 impl Default for ControllersConfig {
@@ -51,6 +55,8 @@ impl Default for ControllersConfig {
             default_toleration: Duration::from_secs(300),
             node_check_interval: Duration::from_secs(1),
             job_backoff: Duration::from_secs(10),
+            cluster_cidr: "10.42.0.0/16".into(),
+            node_cidr_mask: 24,
         }
     }
 }
@@ -68,6 +74,11 @@ pub async fn run(client: Client, config: ControllersConfig) {
         cronjob::run(client.clone()),
         disruption::run(client.clone()),
         namespace::run(client.clone()),
+        nodeipam::run(
+            client.clone(),
+            config.cluster_cidr.clone(),
+            config.node_cidr_mask
+        ),
         nodelifecycle::run(client.clone(), config),
     );
 }

@@ -585,3 +585,40 @@ async fn a_higher_priority_pod_preempts_a_lower_one() -> Result<()> {
     drop(cluster.nodes);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_gets_its_own_pod_cidr() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = start(dir.path(), 3).await?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+    let cidrs = eventually("three pod CIDRs", || async {
+        let list = nodes.list(&ListParams::default()).await?;
+        let cidrs: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+            .collect();
+        Ok((cidrs.len() == 3).then_some(cidrs))
+    })
+    .await?;
+    let distinct: std::collections::BTreeSet<&String> = cidrs.iter().collect();
+    ensure!(distinct.len() == 3, "{cidrs:?}");
+    ensure!(
+        cidrs
+            .iter()
+            .all(|c| c.starts_with("10.42.") && c.ends_with(".0/24")),
+        "{cidrs:?}"
+    );
+    // Kept for life: a status heartbeat later, the same CIDRs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again: std::collections::BTreeSet<String> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+        .collect();
+    ensure!(again.iter().collect::<Vec<_>>() == distinct.into_iter().collect::<Vec<_>>());
+    drop(cluster.nodes);
+    Ok(())
+}

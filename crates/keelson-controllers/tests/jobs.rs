@@ -41,6 +41,7 @@ async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
         default_toleration: Duration::from_secs(1),
         node_check_interval: Duration::from_millis(200),
         job_backoff: Duration::from_millis(100),
+        ..Default::default()
     };
     tokio::spawn(keelson_controllers::run(client.clone(), controllers));
     let mut sim = SimConfig::new("node", nodes);
