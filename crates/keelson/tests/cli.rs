@@ -14,6 +14,41 @@ fn keelson() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keelson"))
 }
 
+/// A child process killed when dropped, so that a failing test leaves nothing running.
+struct Reaped(Option<Child>);
+
+impl Reaped {
+    fn new(child: Child) -> Self {
+        Reaped(Some(child))
+    }
+
+    fn child(&mut self) -> Result<&mut Child> {
+        self.0.as_mut().context("the process was already taken")
+    }
+
+    fn take(&mut self) -> Result<Child> {
+        self.0.take().context("the process was already taken")
+    }
+
+    /// Ends it at once (SIGKILL), as when a node's process dies.
+    fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.0.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -60,15 +95,16 @@ fn wait_ready(child: &mut Child, data_dir: &Path, port: u16) -> Result<()> {
 }
 
 /// A `keelson server` on a free port over `data_dir`, ready to serve.
-fn running_server(data_dir: &Path) -> Result<(Child, u16)> {
+fn running_server(data_dir: &Path) -> Result<(Reaped, u16)> {
     let port = free_port()?;
-    let mut server = start_server(data_dir, port)?;
-    wait_ready(&mut server, data_dir, port)?;
+    let mut server = Reaped::new(start_server(data_dir, port)?);
+    wait_ready(server.child()?, data_dir, port)?;
     Ok((server, port))
 }
 
 /// Stops a server with SIGTERM; it must exit cleanly.
-fn stop(server: Child) -> Result<()> {
+fn stop(mut server: Reaped) -> Result<()> {
+    let server = server.take()?;
     sigterm(&server)?;
     let out = wait_exit(server)?;
     ensure!(
@@ -185,7 +221,7 @@ fn help_lists_the_commands() -> Result<()> {
 #[test]
 fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (server, port) = running_server(dir.path())?;
+    let (mut server, port) = running_server(dir.path())?;
     ensure!(get(dir.path(), port, "/livez", false)?.0 == 200);
     ensure!(
         get(dir.path(), port, "/metrics", false)?.0 == 401,
@@ -210,8 +246,8 @@ fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
         "the store lives in DATA_DIR/db"
     );
 
-    sigterm(&server)?;
-    let out = wait_exit(server)?;
+    sigterm(server.child()?)?;
+    let out = wait_exit(server.take()?)?;
     ensure!(
         out.status.success(),
         "{}",
@@ -219,8 +255,8 @@ fn server_runs_stops_and_restarts_on_its_data_dir() -> Result<()> {
     );
 
     // The same data dir starts again.
-    let mut server = start_server(dir.path(), port)?;
-    wait_ready(&mut server, dir.path(), port)?;
+    let mut server = Reaped::new(start_server(dir.path(), port)?);
+    wait_ready(server.child()?, dir.path(), port)?;
     stop(server)
 }
 
@@ -1259,22 +1295,24 @@ fn simulated_nodes_take_pods_that_kubectl_runs() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let mut agent = keelson()
-        .args([
-            "agent",
-            "--simulate",
-            "3",
-            "--node-prefix",
-            "worker",
-            "--zones",
-            "a,b",
-        ])
-        .arg("--kubeconfig")
-        .arg(dir.path().join("admin.kubeconfig"))
-        .args(["--taint", "dedicated=infra:PreferNoSchedule"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut agent = Reaped::new(
+        keelson()
+            .args([
+                "agent",
+                "--simulate",
+                "3",
+                "--node-prefix",
+                "worker",
+                "--zones",
+                "a,b",
+            ])
+            .arg("--kubeconfig")
+            .arg(dir.path().join("admin.kubeconfig"))
+            .args(["--taint", "dedicated=infra:PreferNoSchedule"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let nodes = loop {
         let out = kube.run(&["get", "nodes"])?;
@@ -1429,7 +1467,6 @@ fn simulated_nodes_take_pods_that_kubectl_runs() -> Result<()> {
         String::from_utf8_lossy(&bad.stderr)
     );
     agent.kill()?;
-    agent.wait()?;
     stop(server)
 }
 
@@ -1438,13 +1475,15 @@ fn kubectl_rolls_out_stateful_and_daemon_sets() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let mut agent = keelson()
-        .args(["agent", "--simulate", "2", "--node-prefix", "worker"])
-        .arg("--kubeconfig")
-        .arg(dir.path().join("admin.kubeconfig"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut agent = Reaped::new(
+        keelson()
+            .args(["agent", "--simulate", "2", "--node-prefix", "worker"])
+            .arg("--kubeconfig")
+            .arg(dir.path().join("admin.kubeconfig"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = kube.run(&["get", "nodes"])?;
@@ -1563,27 +1602,13 @@ spec:
     ])?;
     ensure!(image == "nginx:1", "{image}");
     agent.kill()?;
-    agent.wait()?;
     stop(server)
-}
-
-/// A child process killed when dropped, so that a failing test leaves nothing running.
-struct Reaped(Option<Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[test]
 fn kubectl_runs_jobs_and_cron_jobs_on_simulated_nodes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
-    let mut server = Reaped(Some(server));
     let kube = Kubectl::admin(dir.path());
     let agent = keelson()
         .args(["agent", "--simulate", "2", "--node-prefix", "batch"])
@@ -1592,7 +1617,7 @@ fn kubectl_runs_jobs_and_cron_jobs_on_simulated_nodes() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let agent = Reaped(Some(agent));
+    let agent = Reaped::new(agent);
     let deadline = Instant::now() + Duration::from_secs(30);
     while kube
         .run(&["get", "nodes"])?
@@ -1689,7 +1714,7 @@ fn kubectl_runs_jobs_and_cron_jobs_on_simulated_nodes() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(agent);
-    stop(server.0.take().context("server")?)
+    stop(server)
 }
 
 #[test]
@@ -1697,13 +1722,15 @@ fn kubectl_cordons_and_drains_nodes_within_disruption_budgets() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let mut agent = keelson()
-        .args(["agent", "--simulate", "3", "--node-prefix", "drain"])
-        .arg("--kubeconfig")
-        .arg(dir.path().join("admin.kubeconfig"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut agent = Reaped::new(
+        keelson()
+            .args(["agent", "--simulate", "3", "--node-prefix", "drain"])
+            .arg("--kubeconfig")
+            .arg(dir.path().join("admin.kubeconfig"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
     let result = (|| -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -1837,7 +1864,6 @@ fn kubectl_cordons_and_drains_nodes_within_disruption_budgets() -> Result<()> {
         Ok(())
     })();
     agent.kill()?;
-    agent.wait()?;
     result?;
     stop(server)
 }
