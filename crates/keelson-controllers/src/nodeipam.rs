@@ -1,10 +1,11 @@
 //! Node IPAM: gives every node a pod CIDR (`spec.podCIDR`, `spec.podCIDRs`) carved from the
 //! cluster CIDR, as kube-controller-manager's range allocator does (k3s defaults: cluster
-//! `10.42.0.0/16`, a /24 per node). CIDRs already on nodes are taken as used, so restarts
-//! and several servers agree; a node keeps its CIDR for life. When the range is exhausted
-//! the node gets a `CIDRNotAvailable` event and no CIDR. IPv4 only.
+//! `10.42.0.0/16`, a /24 per node). CIDRs already on nodes are taken as used, and so are
+//! the ones this controller gave out that its cache does not show yet, so no CIDR is handed
+//! out twice and restarts agree; a node keeps its CIDR for life. When the range is
+//! exhausted the node gets a `CIDRNotAvailable` event and no CIDR. IPv4 only.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,13 +109,24 @@ pub async fn run(client: Client, cluster_cidr: String, node_mask: u8) {
         return;
     }
     let api: Api<Node> = Api::all(client.clone());
+    // CIDRs given out that the cache may not show yet, by node: never handed out twice.
+    let mut assigned: HashMap<String, String> = HashMap::new();
     loop {
         let all = nodes.state();
+        assigned.retain(|name, _| {
+            all.iter()
+                .any(|n| n.name_any() == *name && pod_cidr(n).is_none())
+        });
         let mut used: HashSet<String> = all
             .iter()
             .filter_map(|n| pod_cidr(n).map(str::to_owned))
+            .chain(assigned.values().cloned())
             .collect();
-        for node in all.iter().filter(|n| pod_cidr(n).is_none()) {
+        let waiting: Vec<_> = all
+            .iter()
+            .filter(|n| pod_cidr(n).is_none() && !assigned.contains_key(&n.name_any()))
+            .collect();
+        for node in waiting {
             let Some(cidr) = next_free(cluster, node_mask, &used) else {
                 let message = format!("Node {} has no CIDR left in {cluster}", node.name_any());
                 events::record(
@@ -140,7 +152,8 @@ pub async fn run(client: Client, cluster_cidr: String, node_mask: u8) {
             {
                 Ok(_) => {
                     tracing::info!(node = %node.name_any(), %cidr, "pod CIDR assigned");
-                    used.insert(cidr);
+                    used.insert(cidr.clone());
+                    assigned.insert(node.name_any(), cidr);
                 }
                 Err(error) => {
                     tracing::warn!(node = %node.name_any(), %error, "pod CIDR not assigned")
