@@ -21,8 +21,8 @@
 //! Finished pods are kept, and counted from the pod cache (never fewer than the status
 //! already says); the pod-tracking finalizer is not used.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -36,10 +36,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::time::Instant;
 
 use crate::ControllerError;
 use crate::events;
+use crate::expectations::Expectations;
 use crate::workload::{
     controller_ref, controller_uid, deletion_rank, is_active, pod_from_template, ready_since,
     selector_matches,
@@ -50,8 +50,6 @@ const COMPONENT: &str = "job-controller";
 pub const INDEX: &str = "batch.kubernetes.io/job-completion-index";
 /// `spec.managedBy` of the Jobs this controller runs (unset means the same).
 const MANAGER: &str = "kubernetes.io/job-controller";
-/// How long a create or delete is remembered while the cache catches up.
-const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 /// At most this many pods created or deleted per reconcile.
 const BURST: usize = 500;
 /// The longest wait before a failed pod is replaced.
@@ -62,17 +60,10 @@ const DEADLINE_MESSAGE: &str = "Job was active longer than specified deadline";
 const COMPLETIONS_REACHED: &str = "CompletionsReached";
 const SUCCESS_MESSAGE: &str = "Reached expected number of succeeded pods";
 
-#[derive(Default)]
-struct Expectations {
-    /// Created pods not yet in the cache: name, index (Indexed Jobs), when.
-    created: Vec<(String, Option<u32>, Instant)>,
-    deleted: Vec<(String, Instant)>,
-}
-
 struct Context {
     client: Client,
     pods: Store<Pod>,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    expectations: Expectations<Option<u32>>,
     /// The first back-off before a failed pod is replaced.
     backoff: Duration,
 }
@@ -87,7 +78,7 @@ pub async fn run(client: Client, backoff: Duration) {
     let context = Arc::new(Context {
         client: client.clone(),
         pods,
-        expectations: Mutex::new(HashMap::new()),
+        expectations: Expectations::new(),
         backoff,
     });
     Controller::new(Api::<Job>::all(client), watcher::Config::default())
@@ -284,39 +275,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
     let owned = owned_pods(&ctx, &job, spec, &pods).await?;
 
     // What the cache does not show yet.
-    let (pending_creates, pending_deletes) = {
-        let mut all = ctx
-            .expectations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let expect = all.entry(uid.clone()).or_default();
-        let instant = Instant::now();
-        let in_cache = |n: &str| owned.iter().any(|p| p.name_any() == n);
-        let gone = |n: &str| {
-            owned
-                .iter()
-                .find(|p| p.name_any() == n)
-                .is_none_or(|p| !is_active(p))
-        };
-        expect
-            .created
-            .retain(|(n, _, at)| !in_cache(n) && instant.duration_since(*at) < EXPECTATION_TTL);
-        expect
-            .deleted
-            .retain(|(n, at)| !gone(n) && instant.duration_since(*at) < EXPECTATION_TTL);
-        (
-            expect
-                .created
-                .iter()
-                .map(|(_, i, _)| *i)
-                .collect::<Vec<_>>(),
-            expect
-                .deleted
-                .iter()
-                .map(|(n, _)| n.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
+    let (pending_creates, pending_deletes) = ctx.expectations.outstanding(&uid, &owned);
     let mut active: Vec<&Arc<Pod>> = owned
         .iter()
         .filter(|p| is_active(p) && !pending_deletes.contains(&p.name_any()))
@@ -503,13 +462,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(error) => return Err(error.into()),
         }
-        ctx.expectations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(uid.clone())
-            .or_default()
-            .deleted
-            .push((pod_name.clone(), Instant::now()));
+        ctx.expectations.deleted(&uid, pod_name.clone());
         events::record(
             &ctx.client,
             COMPONENT,
@@ -571,13 +524,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
                 let pod = new_pod(&job, spec, index);
                 let created = pods.create(&PostParams::default(), &pod).await?;
                 let pod_name = created.name_any();
-                ctx.expectations
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(uid.clone())
-                    .or_default()
-                    .created
-                    .push((pod_name.clone(), index, Instant::now()));
+                ctx.expectations.created(&uid, pod_name.clone(), index);
                 events::record(
                     &ctx.client,
                     COMPONENT,

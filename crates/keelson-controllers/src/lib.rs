@@ -9,6 +9,7 @@ mod daemonset;
 mod deployment;
 mod disruption;
 mod events;
+mod expectations;
 mod gc;
 pub mod job;
 mod namespace;

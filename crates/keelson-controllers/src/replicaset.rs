@@ -2,11 +2,10 @@
 //! by the ReplicaSet, and reports how many exist, are ready and are available.
 //!
 //! Pods it has just created or deleted may not show in its pod cache yet; it remembers
-//! them (for a while) so a quick second reconcile neither creates nor deletes twice — the
-//! "expectations" of the upstream controller.
+//! them in its [`Expectations`](crate::expectations::Expectations), so a quick second
+//! reconcile neither creates nor deletes twice.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,31 +18,23 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::time::Instant;
 
 use crate::ControllerError;
 use crate::events;
+use crate::expectations::Expectations;
 use crate::workload::{
     controller_ref, controller_uid, deletion_rank, is_active, is_available, pod_from_template,
     ready_since, selector_matches,
 };
 
 const COMPONENT: &str = "replicaset-controller";
-/// How long a create or delete is remembered while the cache catches up.
-const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 /// At most this many pods created or deleted per reconcile.
 const BURST: usize = 500;
-
-#[derive(Default)]
-struct Expectations {
-    created: Vec<(String, Instant)>,
-    deleted: Vec<(String, Instant)>,
-}
 
 struct Context {
     client: Client,
     pods: Store<Pod>,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    expectations: Expectations<()>,
 }
 
 pub async fn run(client: Client) {
@@ -58,7 +49,7 @@ pub async fn run(client: Client) {
     let context = Arc::new(Context {
         client: client.clone(),
         pods,
-        expectations: Mutex::new(HashMap::new()),
+        expectations: Expectations::new(),
     });
     Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
         .owns_stream(pod_events)
@@ -121,35 +112,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
             Err(error) => return Err(error.into()),
         }
     }
-    let (pending_creates, pending_deletes) = {
-        let mut all = ctx
-            .expectations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let expect = all.entry(uid.clone()).or_default();
-        let now = Instant::now();
-        let in_cache = |n: &str| owned.iter().any(|p| p.name_any() == n);
-        let gone = |n: &str| {
-            owned
-                .iter()
-                .find(|p| p.name_any() == n)
-                .is_none_or(|p| !is_active(p))
-        };
-        expect
-            .created
-            .retain(|(n, at)| !in_cache(n) && now.duration_since(*at) < EXPECTATION_TTL);
-        expect
-            .deleted
-            .retain(|(n, at)| !gone(n) && now.duration_since(*at) < EXPECTATION_TTL);
-        (
-            expect.created.len(),
-            expect
-                .deleted
-                .iter()
-                .map(|(n, _)| n.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
+    let (created, pending_deletes) = ctx.expectations.outstanding(&uid, &owned);
+    let pending_creates = created.len();
     let mut active: Vec<&Arc<Pod>> = owned
         .iter()
         .filter(|p| is_active(p) && !pending_deletes.contains(&p.name_any()))
@@ -177,13 +141,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
                 match result {
                     Ok(created) => {
                         let pod_name = created.name_any();
-                        ctx.expectations
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .entry(uid.clone())
-                            .or_default()
-                            .created
-                            .push((pod_name.clone(), Instant::now()));
+                        ctx.expectations.created(&uid, pod_name.clone(), ());
                         let (client, rs) = (ctx.client.clone(), rs.clone());
                         tokio::spawn(async move {
                             events::record(
@@ -215,13 +173,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(error) => return Err(error.into()),
             }
-            ctx.expectations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(uid.clone())
-                .or_default()
-                .deleted
-                .push((pod_name.clone(), Instant::now()));
+            ctx.expectations.deleted(&uid, pod_name.clone());
             events::record(
                 &ctx.client,
                 COMPONENT,
@@ -237,13 +189,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
     // Status, from what the cache shows.
     let now = Timestamp::now();
     // Pods it just deleted are gone as far as its status says, even before the cache knows.
-    let deleted_now: Vec<String> = ctx
-        .expectations
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&uid)
-        .map(|e| e.deleted.iter().map(|(n, _)| n.clone()).collect())
-        .unwrap_or_default();
+    let deleted_now = ctx.expectations.deleting(&uid);
     let counted: Vec<&Arc<Pod>> = owned
         .iter()
         .filter(|p| is_active(p) && !deleted_now.contains(&p.name_any()))

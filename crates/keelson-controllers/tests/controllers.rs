@@ -4,52 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod support;
+
 use anyhow::{Result, bail, ensure};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use keelson_agent::{SimConfig, SimulatedNodes};
 use keelson_apiserver::testing::eventually;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-
-struct Cluster {
-    client: Client,
-    nodes: SimulatedNodes,
-}
-
-async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
-    let kubeconfig = keelson_apiserver::testing::start_in_process(dir)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = Client::try_from(config)?;
-    tokio::spawn(keelson_scheduler::run(
-        client.clone(),
-        keelson_scheduler::plugins::default_profile(),
-        keelson_scheduler::SchedulerConfig::default(),
-    ));
-    let controllers = keelson_controllers::ControllersConfig {
-        node_grace: Duration::from_secs(2),
-        default_toleration: Duration::from_secs(1),
-        node_check_interval: Duration::from_millis(200),
-        ..Default::default()
-    };
-    tokio::spawn(keelson_controllers::run(client.clone(), controllers));
-    let mut sim = SimConfig::new("node", nodes);
-    sim.max_termination = Duration::from_millis(300);
-    sim.lease_renew = Duration::from_millis(300);
-    let nodes = SimulatedNodes::start(client.clone(), sim).await?;
-    Ok(Cluster { client, nodes })
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+use support::{ready, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_sets_keep_their_count_of_pods() -> Result<()> {

@@ -2,55 +2,32 @@
 //! controllers and simulated nodes: the disruption controller's status numbers, and the
 //! eviction API spending them (201) or refusing (429).
 
-use std::time::Duration;
+mod support;
 
 use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
-use keelson_agent::{SimConfig, SimulatedNodes};
 use keelson_apiserver::testing::eventually;
 use kube::api::{EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+/// The cluster, and a client that hands back 429s (kube-rs retries them by default).
 struct Cluster {
     client: Client,
-    /// A client that hands back 429s (kube-rs retries them by default).
     direct: Client,
-    _nodes: SimulatedNodes,
+    _cluster: support::Cluster,
 }
 
 async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
-    let kubeconfig = keelson_apiserver::testing::start_in_process(dir)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let mut direct = config.clone();
+    let cluster = support::start(dir, nodes).await?;
+    let mut direct = cluster.config.clone();
     direct.default_retry = false;
-    let direct = Client::try_from(direct)?;
-    let client = Client::try_from(config)?;
-    tokio::spawn(keelson_scheduler::run(
-        client.clone(),
-        keelson_scheduler::plugins::default_profile(),
-        keelson_scheduler::SchedulerConfig::default(),
-    ));
-    let controllers = keelson_controllers::ControllersConfig {
-        node_grace: Duration::from_secs(2),
-        default_toleration: Duration::from_secs(1),
-        node_check_interval: Duration::from_millis(200),
-        ..Default::default()
-    };
-    tokio::spawn(keelson_controllers::run(client.clone(), controllers));
-    let mut sim = SimConfig::new("node", nodes);
-    sim.max_termination = Duration::from_millis(300);
-    sim.lease_renew = Duration::from_millis(300);
-    let nodes = SimulatedNodes::start(client.clone(), sim).await?;
     Ok(Cluster {
-        client,
-        direct,
-        _nodes: nodes,
+        client: cluster.client.clone(),
+        direct: Client::try_from(direct)?,
+        _cluster: cluster,
     })
 }
 

@@ -7,52 +7,28 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+mod support;
+
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobCondition};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
-use keelson_agent::{SimConfig, SimulatedNodes};
 use keelson_apiserver::testing::eventually;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-
-struct Cluster {
-    client: Client,
-    _nodes: SimulatedNodes,
-}
+use support::Cluster;
 
 async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
-    let kubeconfig = keelson_apiserver::testing::start_in_process(dir)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = Client::try_from(config)?;
-    tokio::spawn(keelson_scheduler::run(
-        client.clone(),
-        keelson_scheduler::plugins::default_profile(),
-        keelson_scheduler::SchedulerConfig::default(),
-    ));
     let controllers = keelson_controllers::ControllersConfig {
-        node_grace: Duration::from_secs(2),
-        default_toleration: Duration::from_secs(1),
-        node_check_interval: Duration::from_millis(200),
         job_backoff: Duration::from_millis(100),
-        ..Default::default()
+        ..support::controllers()
     };
-    tokio::spawn(keelson_controllers::run(client.clone(), controllers));
-    let mut sim = SimConfig::new("node", nodes);
-    sim.max_termination = Duration::from_millis(300);
-    sim.lease_renew = Duration::from_millis(300);
+    let mut sim = support::sim("node", nodes);
     sim.run_to_completion = Duration::from_millis(300);
-    let nodes = SimulatedNodes::start(client.clone(), sim).await?;
-    Ok(Cluster {
-        client,
-        _nodes: nodes,
-    })
+    support::start_with(dir, controllers, sim).await
 }
 
 /// A Job spec whose pods run `run_ms` and exit with `exit_code`, restart policy `restart`.

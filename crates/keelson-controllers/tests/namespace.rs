@@ -3,50 +3,16 @@
 //! controller empties it, refuses new content, reports what holds it, and is gone once
 //! empty.
 
-use std::time::Duration;
+mod support;
 
 use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
-use keelson_agent::{SimConfig, SimulatedNodes};
 use keelson_apiserver::testing::eventually;
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
-
-struct Cluster {
-    client: Client,
-    _nodes: SimulatedNodes,
-}
-
-async fn start(dir: &std::path::Path, nodes: usize) -> Result<Cluster> {
-    let kubeconfig = keelson_apiserver::testing::start_in_process(dir)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = Client::try_from(config)?;
-    tokio::spawn(keelson_scheduler::run(
-        client.clone(),
-        keelson_scheduler::plugins::default_profile(),
-        keelson_scheduler::SchedulerConfig::default(),
-    ));
-    let controllers = keelson_controllers::ControllersConfig {
-        node_grace: Duration::from_secs(2),
-        default_toleration: Duration::from_secs(1),
-        node_check_interval: Duration::from_millis(200),
-        ..Default::default()
-    };
-    tokio::spawn(keelson_controllers::run(client.clone(), controllers));
-    let mut sim = SimConfig::new("node", nodes);
-    sim.max_termination = Duration::from_millis(300);
-    sim.lease_renew = Duration::from_millis(300);
-    let nodes = SimulatedNodes::start(client.clone(), sim).await?;
-    Ok(Cluster {
-        client,
-        _nodes: nodes,
-    })
-}
+use support::start;
 
 fn condition(namespace: &Namespace, kind: &str) -> Option<(String, String, String)> {
     namespace

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod support;
+
 use anyhow::{Result, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
@@ -15,46 +17,18 @@ use keelson_agent::{SimConfig, SimulatedNodes};
 use keelson_apiserver::testing::eventually;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-
-struct Cluster {
-    client: Client,
-    _nodes: SimulatedNodes,
-}
+use support::Cluster;
 
 /// A server, the scheduler, the controllers and `nodes` simulated nodes whose pods become
 /// Ready `start_delay` after they are bound.
 async fn start(dir: &std::path::Path, nodes: usize, start_delay: Duration) -> Result<Cluster> {
-    let kubeconfig = keelson_apiserver::testing::start_in_process(dir)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = Client::try_from(config)?;
-    tokio::spawn(keelson_scheduler::run(
-        client.clone(),
-        keelson_scheduler::plugins::default_profile(),
-        keelson_scheduler::SchedulerConfig::default(),
-    ));
-    let controllers = keelson_controllers::ControllersConfig {
-        node_grace: Duration::from_secs(2),
-        default_toleration: Duration::from_secs(1),
-        node_check_interval: Duration::from_millis(200),
-        ..Default::default()
-    };
-    tokio::spawn(keelson_controllers::run(client.clone(), controllers));
-    let nodes = SimulatedNodes::start(client.clone(), sim("node", nodes, start_delay)).await?;
-    Ok(Cluster {
-        client,
-        _nodes: nodes,
-    })
+    support::start_with(dir, support::controllers(), sim("node", nodes, start_delay)).await
 }
 
 fn sim(prefix: &str, count: usize, start_delay: Duration) -> SimConfig {
-    let mut sim = SimConfig::new(prefix, count);
-    sim.max_termination = Duration::from_millis(300);
-    sim.lease_renew = Duration::from_millis(300);
+    let mut sim = support::sim(prefix, count);
     sim.start_delay = start_delay;
     sim
 }

@@ -311,7 +311,11 @@ async fn carry_out(client: Client, scheduler: String, pod: Arc<Pod>, preemption:
             pod.metadata.uid.as_deref().unwrap_or_default(),
             preemption.node
         );
-        let _ = record_event(&client, &scheduler, victim, "Normal", "Preempted", &message).await;
+        let event = pod_event(&scheduler, victim, "Normal", "Preempted", &message);
+        let events: Api<Event> = Api::namespaced(client.clone(), &victim_ns);
+        if let Err(error) = events.create(&PostParams::default(), &event).await {
+            tracing::debug!(%error, "preemption event not recorded");
+        }
         let deleted = Api::<Pod>::namespaced(client.clone(), &victim_ns)
             .delete(&victim_name, &Default::default())
             .await;
@@ -321,19 +325,12 @@ async fn carry_out(client: Client, scheduler: String, pod: Arc<Pod>, preemption:
     }
 }
 
-/// A new event about `pod`.
-async fn record_event(
-    client: &Client,
-    scheduler: &str,
-    pod: &Pod,
-    kind: &str,
-    reason: &str,
-    message: &str,
-) -> Result<(), kube::Error> {
+/// An event about `pod`, reported by the scheduler.
+fn pod_event(scheduler: &str, pod: &Pod, kind: &str, reason: &str, message: &str) -> Event {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.clone().unwrap_or_default();
     let now = Timestamp::now();
-    let event = Event {
+    Event {
         metadata: ObjectMeta {
             name: Some(format!("{name}.{:x}", now.as_nanosecond())),
             namespace: Some(namespace.to_owned()),
@@ -362,11 +359,7 @@ async fn record_event(
             host: None,
         }),
         ..Default::default()
-    };
-    Api::<Event>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &event)
-        .await
-        .map(|_| ())
+    }
 }
 
 fn back_off<'a>(
@@ -433,38 +426,9 @@ async fn report_unschedulable(
                 .await?;
         }
         _ => {
-            let event_name = format!("{name}.{:x}", now.as_nanosecond());
-            let event = Event {
-                metadata: ObjectMeta {
-                    name: Some(event_name.clone()),
-                    namespace: Some(namespace.to_owned()),
-                    ..Default::default()
-                },
-                involved_object: ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: Some(name.clone()),
-                    namespace: Some(namespace.to_owned()),
-                    uid: pod.metadata.uid.clone(),
-                    resource_version: pod.metadata.resource_version.clone(),
-                    ..Default::default()
-                },
-                reason: Some("FailedScheduling".into()),
-                message: Some(message.clone()),
-                type_: Some("Warning".into()),
-                count: Some(1),
-                first_timestamp: Some(Time(now)),
-                last_timestamp: Some(Time(now)),
-                event_time: Some(MicroTime(now)),
-                reporting_component: Some(config.name.clone()),
-                reporting_instance: Some(config.name.clone()),
-                action: Some("Scheduling".into()),
-                source: Some(k8s_openapi::api::core::v1::EventSource {
-                    component: Some(config.name.clone()),
-                    host: None,
-                }),
-                ..Default::default()
-            };
+            let mut event = pod_event(&config.name, pod, "Warning", "FailedScheduling", &message);
+            event.action = Some("Scheduling".into());
+            let event_name = event.metadata.name.clone().unwrap_or_default();
             events.create(&PostParams::default(), &event).await?;
             backoff.event = Some((event_name, message.clone(), 1));
         }
