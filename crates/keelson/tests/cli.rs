@@ -102,6 +102,43 @@ fn running_server(data_dir: &Path) -> Result<(Reaped, u16)> {
     Ok((server, port))
 }
 
+/// `keelson agent --simulate COUNT --node-prefix PREFIX` (and `extra` flags) joined to the
+/// server of `dir`; returns once `kubectl get nodes` shows COUNT nodes Ready, with that
+/// output.
+fn simulated_nodes(
+    dir: &Path,
+    kube: &Kubectl,
+    count: usize,
+    prefix: &str,
+    extra: &[&str],
+) -> Result<(Reaped, String)> {
+    let agent = Reaped::new(
+        keelson()
+            .args([
+                "agent",
+                "--simulate",
+                &count.to_string(),
+                "--node-prefix",
+                prefix,
+            ])
+            .args(extra)
+            .arg("--kubeconfig")
+            .arg(dir.join("admin.kubeconfig"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kube.run(&["get", "nodes"])?;
+        if out.lines().filter(|l| l.contains(" Ready ")).count() == count {
+            return Ok((agent, out));
+        }
+        ensure!(Instant::now() < deadline, "nodes did not register: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Stops a server with SIGTERM; it must exit cleanly.
 fn stop(mut server: Reaped) -> Result<()> {
     let server = server.take()?;
@@ -1295,33 +1332,18 @@ fn simulated_nodes_take_pods_that_kubectl_runs() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let mut agent = Reaped::new(
-        keelson()
-            .args([
-                "agent",
-                "--simulate",
-                "3",
-                "--node-prefix",
-                "worker",
-                "--zones",
-                "a,b",
-            ])
-            .arg("--kubeconfig")
-            .arg(dir.path().join("admin.kubeconfig"))
-            .args(["--taint", "dedicated=infra:PreferNoSchedule"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let nodes = loop {
-        let out = kube.run(&["get", "nodes"])?;
-        if out.lines().filter(|l| l.contains(" Ready ")).count() == 3 {
-            break out;
-        }
-        ensure!(Instant::now() < deadline, "nodes did not register: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (mut agent, nodes) = simulated_nodes(
+        dir.path(),
+        &kube,
+        3,
+        "worker",
+        &[
+            "--zones",
+            "a,b",
+            "--taint",
+            "dedicated=infra:PreferNoSchedule",
+        ],
+    )?;
     ensure!(nodes.contains("worker-2"), "{nodes}");
     kube.run(&["run", "web", "--image=nginx", "--port=80"])?;
     let waited = kube.run(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"])?;
@@ -1475,24 +1497,7 @@ fn kubectl_rolls_out_stateful_and_daemon_sets() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let mut agent = Reaped::new(
-        keelson()
-            .args(["agent", "--simulate", "2", "--node-prefix", "worker"])
-            .arg("--kubeconfig")
-            .arg(dir.path().join("admin.kubeconfig"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = kube.run(&["get", "nodes"])?;
-        if out.lines().filter(|l| l.contains(" Ready ")).count() == 2 {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "nodes did not register: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (mut agent, _) = simulated_nodes(dir.path(), &kube, 2, "worker", &[])?;
     let manifest = dir.path().join("sets.yaml");
     std::fs::write(
         &manifest,
@@ -1610,25 +1615,7 @@ fn kubectl_runs_jobs_and_cron_jobs_on_simulated_nodes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let agent = keelson()
-        .args(["agent", "--simulate", "2", "--node-prefix", "batch"])
-        .arg("--kubeconfig")
-        .arg(dir.path().join("admin.kubeconfig"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let agent = Reaped::new(agent);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while kube
-        .run(&["get", "nodes"])?
-        .lines()
-        .filter(|l| l.contains(" Ready "))
-        .count()
-        < 2
-    {
-        ensure!(Instant::now() < deadline, "nodes did not register");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (agent, _) = simulated_nodes(dir.path(), &kube, 2, "batch", &[])?;
 
     // A Job's pod runs to completion (the simulated nodes run it for a second).
     kube.run(&[
@@ -1722,25 +1709,8 @@ fn kubectl_cordons_and_drains_nodes_within_disruption_budgets() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, _) = running_server(dir.path())?;
     let kube = Kubectl::admin(dir.path());
-    let mut agent = Reaped::new(
-        keelson()
-            .args(["agent", "--simulate", "3", "--node-prefix", "drain"])
-            .arg("--kubeconfig")
-            .arg(dir.path().join("admin.kubeconfig"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?,
-    );
+    let (mut agent, _) = simulated_nodes(dir.path(), &kube, 3, "drain", &[])?;
     let result = (|| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = kube.run(&["get", "nodes"])?;
-            if out.lines().filter(|l| l.contains(" Ready ")).count() == 3 {
-                break;
-            }
-            ensure!(Instant::now() < deadline, "nodes did not register: {out}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
         kube.run(&[
             "create",
             "deployment",
