@@ -41,8 +41,8 @@ use crate::cache::watched;
 use crate::events;
 use crate::revisions::{self, HASH_LABEL};
 use crate::workload::{
-    adopt, controller_ref, controller_uid, is_active, is_available, pod_from_template, ready_since,
-    scaled, selector_matches,
+    adopt, controller_ref, controller_uid, count, is_active, is_available, pod_from_template,
+    ready_since, scaled, selector_matches,
 };
 
 const COMPONENT: &str = "daemonset-controller";
@@ -768,10 +768,6 @@ async fn execute(
         .await;
     }
     Ok(())
-}
-
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Zero counts and absent ones are the same status.

@@ -31,7 +31,7 @@ use serde_json::json;
 
 use crate::ControllerError;
 use crate::events;
-use crate::workload::ready_since;
+use crate::workload::{self, count, ready_since};
 
 const COMPONENT: &str = "disruption-controller";
 /// How long a pod the eviction API let go may take to be deleted before it counts again.
@@ -273,9 +273,7 @@ async fn reconcile(
                 let unavailable = scaled(max_unavailable, expected).map_err(Unknown::Failed)?;
                 (expected, (expected - unavailable).max(0))
             }
-            (None, Some(IntOrString::Int(min))) => {
-                (i32::try_from(pods.len()).unwrap_or(i32::MAX), *min)
-            }
+            (None, Some(IntOrString::Int(min))) => (count(pods.len()), *min),
             (None, Some(min @ IntOrString::String(_))) => {
                 let (expected, without) = expected_scale(&ctx.client, &namespace, &pods).await?;
                 unmanaged = without;
@@ -375,7 +373,7 @@ fn healthy_pods(pods: &[Arc<Pod>], disrupted: &BTreeMap<String, Time>, now: Time
         })
         .filter(|p| ready_since(p).is_some())
         .count();
-    i32::try_from(count).unwrap_or(i32::MAX)
+    workload::count(count)
 }
 
 /// The `DisruptionAllowed` condition for `allowed`, keeping the transition time of an

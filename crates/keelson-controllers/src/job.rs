@@ -41,8 +41,8 @@ use crate::ControllerError;
 use crate::events;
 use crate::expectations::Expectations;
 use crate::workload::{
-    controller_ref, controller_uid, deletion_rank, is_active, pod_from_template, ready_since,
-    selector_matches,
+    controller_ref, controller_uid, count, deletion_rank, is_active, pod_from_template,
+    ready_since, selector_matches,
 };
 
 const COMPONENT: &str = "job-controller";
@@ -302,7 +302,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
                 .filter(|&i| i64::from(i) < i64::from(completions)),
         );
         completed.retain(|&i| i64::from(i) < i64::from(completions));
-        i32::try_from(completed.len()).unwrap_or(i32::MAX)
+        count(completed.len())
     } else {
         i32::try_from(succeeded_pods.len())
             .unwrap_or(i32::MAX)
@@ -559,12 +559,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
         )
         .await;
     }
-    status.active = Some(i32::try_from(active.len()).unwrap_or(i32::MAX));
+    status.active = Some(count(active.len()));
     status.ready = Some(
         i32::try_from(active.iter().filter(|p| ready_since(p).is_some()).count())
             .unwrap_or(i32::MAX),
     );
-    status.terminating = Some(i32::try_from(terminating).unwrap_or(i32::MAX));
+    status.terminating = Some(count(terminating));
     status.succeeded = Some(succeeded);
     status.failed = Some(failed);
     if indexed && !completed.is_empty() {

@@ -35,7 +35,7 @@ use crate::cache::watched;
 use crate::events;
 use crate::revisions::{self, HASH_LABEL, History};
 use crate::workload::{
-    adopt, controller_ref, controller_uid, is_active, is_available, is_running_and_ready,
+    adopt, controller_ref, controller_uid, count, is_active, is_available, is_running_and_ready,
     pod_from_template, selector_matches,
 };
 
@@ -701,10 +701,6 @@ async fn delete_scaled_claims(ctx: &Context, view: &View<'_>) -> Result<(), Cont
         }
     }
     Ok(())
-}
-
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Zero counts and absent ones are the same status.

@@ -171,6 +171,11 @@ pub fn scaled(value: Option<&IntOrString>, total: i32, default: &str, round_up: 
     }
 }
 
+/// A count of objects as the `int32` status fields hold it.
+pub fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
