@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::framework::{FitError, NodeCursor, Profile, schedule_sampled};
 use crate::preemption::{Preemption, preempt};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, uid};
 
 /// How the scheduler behaves.
 #[derive(Clone, Debug)]
@@ -64,10 +64,6 @@ struct Backoff {
 const BINDS_IN_FLIGHT: usize = 64;
 /// The cycle yields to other tasks after this many pods.
 const PODS_BETWEEN_YIELDS: usize = 64;
-
-fn uid(pod: &Pod) -> String {
-    pod.metadata.uid.clone().unwrap_or_default()
-}
 
 /// What the watches and the binding tasks tell the loop.
 enum Change {

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::snapshot::{NodeInfo, Snapshot};
 
-fn uid(pod: &Pod) -> String {
+/// A pod's uid, the key it is tracked by.
+pub(crate) fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
