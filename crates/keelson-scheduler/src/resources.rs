@@ -7,10 +7,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use keelson_api::quantity::parse_milli;
 
 /// Resources in thousandths (millicores for CPU, thousandths of a byte for memory), plus a
-/// pod count.
+/// pod count. CPU, memory and ephemeral storage have their own fields: every filter and
+/// score of every node reads them, so they are not looked up by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resources {
-    pub milli: BTreeMap<String, i128>,
+    pub cpu: i128,
+    pub memory: i128,
+    pub ephemeral_storage: i128,
+    /// Every other resource (extended resources, hugepages), by name.
+    pub other: BTreeMap<String, i128>,
     pub pods: i64,
 }
 
@@ -25,35 +30,64 @@ impl Resources {
             if name == "pods" {
                 out.pods = i64::try_from(milli / 1000).unwrap_or(i64::MAX);
             } else {
-                out.milli.insert(name.clone(), milli);
+                *out.slot(name) = milli;
             }
         }
         out
     }
 
+    fn slot(&mut self, name: &str) -> &mut i128 {
+        match name {
+            "cpu" => &mut self.cpu,
+            "memory" => &mut self.memory,
+            "ephemeral-storage" => &mut self.ephemeral_storage,
+            _ => self.other.entry(name.to_owned()).or_default(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> i128 {
-        self.milli.get(name).copied().unwrap_or(0)
+        match name {
+            "cpu" => self.cpu,
+            "memory" => self.memory,
+            "ephemeral-storage" => self.ephemeral_storage,
+            _ => self.other.get(name).copied().unwrap_or(0),
+        }
+    }
+
+    /// Every resource by name (not `pods`), the three common ones first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i128)> {
+        [
+            ("cpu", self.cpu),
+            ("memory", self.memory),
+            ("ephemeral-storage", self.ephemeral_storage),
+        ]
+        .into_iter()
+        .chain(self.other.iter().map(|(name, &amount)| (name.as_str(), amount)))
     }
 
     pub fn add(&mut self, other: &Resources) {
-        for (name, amount) in &other.milli {
-            *self.milli.entry(name.clone()).or_default() += amount;
-        }
+        self.combine(other, |mine, theirs| mine + theirs);
         self.pods += other.pods;
     }
 
     pub fn subtract(&mut self, other: &Resources) {
-        for (name, amount) in &other.milli {
-            *self.milli.entry(name.clone()).or_default() -= amount;
-        }
+        self.combine(other, |mine, theirs| mine - theirs);
         self.pods -= other.pods;
     }
 
     /// Each resource at the larger of the two amounts.
     fn max(&mut self, other: &Resources) {
-        for (name, amount) in &other.milli {
-            let entry = self.milli.entry(name.clone()).or_default();
-            *entry = (*entry).max(*amount);
+        self.combine(other, i128::max);
+    }
+
+    /// Each resource (not `pods`) as `op` of ours and theirs.
+    fn combine(&mut self, other: &Resources, op: impl Fn(i128, i128) -> i128) {
+        self.cpu = op(self.cpu, other.cpu);
+        self.memory = op(self.memory, other.memory);
+        self.ephemeral_storage = op(self.ephemeral_storage, other.ephemeral_storage);
+        for (name, &amount) in &other.other {
+            let mine = self.other.entry(name.clone()).or_default();
+            *mine = op(*mine, amount);
         }
     }
 }

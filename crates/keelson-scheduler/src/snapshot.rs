@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::resources::{Resources, pod_requests};
 use crate::terms::{Term, required_anti_affinity};
@@ -18,6 +18,10 @@ pub struct NodeInfo {
     pub node: Arc<Node>,
     pub name: String,
     pub allocatable: Resources,
+    /// `spec.unschedulable` (cordoned) and `spec.taints`, kept beside the counters: every
+    /// cycle reads them for every node it filters.
+    pub unschedulable: bool,
+    pub taints: Vec<Taint>,
     pub requested: Resources,
     pub pods: Vec<Arc<Pod>>,
     /// The pods here with required pod anti-affinity, and those terms: the only pods a new
@@ -57,8 +61,11 @@ impl NodeInfo {
                 .and_then(|s| s.allocatable.as_ref())
                 .or_else(|| status.and_then(|s| s.capacity.as_ref())),
         );
+        let spec = node.spec.as_ref();
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
             node,
             allocatable,
             requested: Resources::default(),
@@ -66,6 +73,15 @@ impl NodeInfo {
             pods_with_required_anti_affinity: Vec::new(),
             used_ports: BTreeSet::new(),
         }
+    }
+
+    /// The node object changed (same name): what is read from it follows; the pods stay.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        let fresh = NodeInfo::shared(node);
+        self.node = fresh.node;
+        self.allocatable = fresh.allocatable;
+        self.unschedulable = fresh.unschedulable;
+        self.taints = fresh.taints;
     }
 
     /// Counts `pod` as running here.

@@ -106,10 +106,7 @@ impl ClusterState {
         let name = node.metadata.name.clone().unwrap_or_default();
         match self.node_index.get(&name) {
             Some(&i) => {
-                let fresh = NodeInfo::shared(node);
-                let info = &mut self.snapshot.nodes[i];
-                info.node = fresh.node;
-                info.allocatable = fresh.allocatable;
+                self.snapshot.nodes[i].set_node(node);
             }
             None => {
                 self.node_index

@@ -300,9 +300,8 @@ fn random_pods_never_over_commit_a_node() {
 fn fits(used: &Resources, allocatable: &Resources) -> bool {
     used.pods <= allocatable.pods
         && used
-            .milli
             .iter()
-            .all(|(name, amount)| *amount <= allocatable.get(name))
+            .all(|(name, amount)| amount <= allocatable.get(name))
 }
 
 fn anti(app: &str, key: &str) -> Value {

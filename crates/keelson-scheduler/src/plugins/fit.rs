@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{CycleState, Filter, Score};
+use crate::resources::Resources;
 use crate::snapshot::NodeInfo;
 
 /// Filter: every requested resource (and one more pod) fits in what is left.
@@ -19,7 +20,7 @@ impl Filter for NodeResourcesFit {
         if node.requested.pods + 1 > node.allocatable.pods {
             reasons.push("Too many pods".to_owned());
         }
-        for (name, &wanted) in &state.requests.milli {
+        for (name, wanted) in state.requests.iter() {
             if wanted <= 0 {
                 continue;
             }
@@ -36,13 +37,21 @@ impl Filter for NodeResourcesFit {
 }
 
 /// The fraction of `resource` in use once the pod is placed (0.0 when the node has none).
-fn used_fraction(state: &CycleState, node: &NodeInfo, resource: &str) -> f64 {
-    let allocatable = node.allocatable.get(resource);
+fn used_fraction(state: &CycleState, node: &NodeInfo, resource: fn(&Resources) -> i128) -> f64 {
+    let allocatable = resource(&node.allocatable);
     if allocatable <= 0 {
         return 0.0;
     }
-    let used = node.requested.get(resource) + state.requests.get(resource);
+    let used = resource(&node.requested) + resource(&state.requests);
     (used as f64 / allocatable as f64).min(1.0)
+}
+
+fn cpu(resources: &Resources) -> i128 {
+    resources.cpu
+}
+
+fn memory(resources: &Resources) -> i128 {
+    resources.memory
 }
 
 /// Score: the emptier the node after placing the pod, the better (CPU and memory, equally).
@@ -54,10 +63,7 @@ impl Score for LeastAllocated {
     }
 
     fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
-        let free: f64 = ["cpu", "memory"]
-            .iter()
-            .map(|r| 1.0 - used_fraction(state, node, r))
-            .sum();
+        let free = 2.0 - used_fraction(state, node, cpu) - used_fraction(state, node, memory);
         (free / 2.0 * 100.0) as i64
     }
 }
@@ -71,8 +77,8 @@ impl Score for BalancedAllocation {
     }
 
     fn score(&self, state: &CycleState, _: &Pod, node: &NodeInfo) -> i64 {
-        let cpu = used_fraction(state, node, "cpu");
-        let memory = used_fraction(state, node, "memory");
+        let cpu = used_fraction(state, node, cpu);
+        let memory = used_fraction(state, node, memory);
         // The standard deviation of two fractions is half their distance.
         ((1.0 - (cpu - memory).abs() / 2.0) * 100.0) as i64
     }

@@ -61,18 +61,15 @@ impl Filter for NodeUnschedulable {
     }
 
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), Vec<String>> {
-        let cordoned = node
-            .node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
+        if !node.unschedulable {
+            return Ok(());
+        }
         let taint = Taint {
             key: "node.kubernetes.io/unschedulable".into(),
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        if cordoned && !tolerations(pod).iter().any(|t| tolerates(t, &taint)) {
+        if !tolerations(pod).iter().any(|t| tolerates(t, &taint)) {
             return Err(vec!["node(s) were unschedulable".into()]);
         }
         Ok(())
@@ -80,11 +77,7 @@ impl Filter for NodeUnschedulable {
 }
 
 fn taints(node: &NodeInfo) -> &[Taint] {
-    node.node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default()
+    &node.taints
 }
 
 /// Filter: every NoSchedule and NoExecute taint is tolerated. Score: fewer untolerated
