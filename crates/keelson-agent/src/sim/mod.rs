@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -180,12 +181,14 @@ impl SimulatedNodes {
             return Err(SimError::NoSuchNode(node.to_owned()));
         }
         self.control().silent.insert(node.to_owned());
+        self.wake_pods.notify_one();
         Ok(())
     }
 
     /// The node heartbeats again.
     pub fn resume_heartbeat(&self, node: &str) {
         self.control().silent.remove(node);
+        self.wake_pods.notify_one();
     }
 
     /// Makes a container of a running pod exit with `code` (the first container when
@@ -201,52 +204,100 @@ impl SimulatedNodes {
     }
 }
 
+/// How often the heartbeat wakes to renew the next slice of leases.
+const HEARTBEAT_TICK: Duration = Duration::from_millis(100);
+
+/// Leases renewed (or statuses posted) at once.
+const HEARTBEATS_IN_FLIGHT: usize = 16;
+
 /// Renews every live node's lease each `lease_renew`, and re-posts its Ready condition
-/// each `status_interval`.
+/// each `status_interval`. The first round renews every lease at once; after that each
+/// node has its own slot in the period, so the server sees a steady trickle of renewals
+/// rather than a burst of thousands, as it would from real kubelets.
 async fn heartbeat(client: Client, config: SimConfig, control: Arc<Mutex<Control>>) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let nodes: Api<Node> = Api::all(client);
-    let mut last_status = tokio::time::Instant::now();
-    loop {
+    let slots = usize::try_from(config.lease_renew.as_millis() / HEARTBEAT_TICK.as_millis())
+        .unwrap_or(usize::MAX)
+        .max(1);
+    // Status goes out every this many lease rounds.
+    let status_every = usize::try_from(
+        config.status_interval.as_millis() / config.lease_renew.as_millis().max(1),
+    )
+    .unwrap_or(usize::MAX)
+    .max(1);
+    let mut tick = tokio::time::interval(HEARTBEAT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    for step in 0usize.. {
+        let (round, slot) = (step / slots, step % slots);
+        let range = if first {
+            0..config.count
+        } else {
+            config.count * slot / slots..config.count * (slot + 1) / slots
+        };
+        let post_status = round > 0 && round % status_every == 0;
         let silent = control
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .silent
             .clone();
-        let post_status = last_status.elapsed() >= config.status_interval;
         let now = Timestamp::now();
-        for index in 0..config.count {
-            let name = config.node_name(index);
-            if silent.contains(&name) {
-                continue;
-            }
+        let beats = range
+            .map(|index| config.node_name(index))
+            .filter(|name| !silent.contains(name))
+            .map(|name| {
+                let (leases, nodes, config) = (&leases, &nodes, &config);
+                async move {
+                    renew(leases, &name, config, now).await;
+                    if post_status {
+                        let status = node::ready_status(now);
+                        if let Err(error) = nodes
+                            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+                            .await
+                        {
+                            tracing::warn!(node = %name, %error, "status update failed");
+                        }
+                    }
+                }
+            });
+        futures::stream::iter(beats)
+            .buffer_unordered(HEARTBEATS_IN_FLIGHT)
+            .collect::<()>()
+            .await;
+        first = false;
+        tick.tick().await;
+    }
+}
+
+/// Renews one node's lease: a merge patch of its spec, or an apply that creates it the
+/// first time (or after someone deleted it).
+async fn renew(leases: &Api<Lease>, name: &str, config: &SimConfig, now: Timestamp) {
+    let spec = json!({"holderIdentity": name,
+        "leaseDurationSeconds": config.lease_duration_seconds, "renewTime": MicroTime(now)});
+    let patched = leases
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": spec })),
+        )
+        .await;
+    let result = match patched {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": config.lease_duration_seconds,
-                    "renewTime": MicroTime(now)}});
-            let applied = leases
+                "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec});
+            leases
                 .patch(
-                    &name,
+                    name,
                     &PatchParams::apply("keelson-agent").force(),
                     &Patch::Apply(&lease),
                 )
-                .await;
-            if let Err(error) = applied {
-                tracing::warn!(node = %name, %error, "lease renewal failed");
-            }
-            if post_status {
-                let status = node::ready_status(now);
-                if let Err(error) = nodes
-                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
-                    .await
-                {
-                    tracing::warn!(node = %name, %error, "status update failed");
-                }
-            }
+                .await
+                .map(drop)
         }
-        if post_status {
-            last_status = tokio::time::Instant::now();
-        }
-        tokio::time::sleep(config.lease_renew).await;
+        other => other.map(drop),
+    };
+    if let Err(error) = result {
+        tracing::warn!(node = %name, %error, "lease renewal failed");
     }
 }

@@ -1,7 +1,8 @@
 //! The simulated kubelet's pod work: start the pods bound to our nodes, remove the ones
 //! being deleted, finish the ones that run to completion, and play out container exits.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,11 +11,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::{Control, EXIT_CODE, RUN_MS, SimConfig};
@@ -169,6 +169,321 @@ fn runs_to_completion(pod: &Pod) -> bool {
     restart_policy(pod) != "Always"
 }
 
+/// The three things the kubelet does to a pod on a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Work {
+    /// Pending → Running and Ready.
+    Start,
+    /// Deleted → gone, once its grace period is over.
+    Remove,
+    /// A pod that runs to completion: its containers exit.
+    Finish,
+}
+
+/// Where one piece of work for a pod stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Step {
+    #[default]
+    Idle,
+    Due(Instant),
+    /// Its API call is out.
+    Sent,
+    /// Done for good (the pod was removed, or finished for the last time).
+    Over,
+}
+
+/// A pod on one of our nodes, as last seen, and where its work stands.
+#[derive(Default)]
+struct Tracked {
+    pod: Arc<Pod>,
+    start: Step,
+    remove: Step,
+    finish: Step,
+}
+
+impl Tracked {
+    fn step(&mut self, work: Work) -> &mut Step {
+        match work {
+            Work::Start => &mut self.start,
+            Work::Remove => &mut self.remove,
+            Work::Finish => &mut self.finish,
+        }
+    }
+}
+
+/// What an API call came back with.
+enum Outcome {
+    /// Done: nothing more of this work.
+    Over,
+    /// Do it again at this time (a failed call, or an `OnFailure` pod running again).
+    Again(Instant),
+}
+
+/// API calls in flight at once: enough to keep up with thousands of nodes without
+/// flooding the server.
+const IN_FLIGHT: usize = 64;
+
+/// The simulated kubelet for all our nodes: follows the pod watch, keeps a timer per pod
+/// for its next step, and sends the status patches and final deletes concurrently. Work
+/// is per event and per timer, never a sweep over every pod.
+struct Kubelet {
+    client: Client,
+    config: SimConfig,
+    ours: HashSet<String>,
+    pods: HashMap<String, Tracked>,
+    timers: BinaryHeap<Reverse<(Instant, String, Work)>>,
+    silent: HashSet<String>,
+    addresses: u32,
+    permits: Arc<Semaphore>,
+    done: mpsc::UnboundedSender<(String, Work, Outcome)>,
+}
+
+fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+impl Kubelet {
+    /// A pod changed (or was listed): track it if it is on one of our nodes and arm its
+    /// next step.
+    fn seen(&mut self, pod: Pod) {
+        if !node_name(&pod).is_some_and(|n| self.ours.contains(n)) {
+            return;
+        }
+        let key = uid(&pod);
+        self.pods.entry(key.clone()).or_default().pod = Arc::new(pod);
+        self.arm(&key, Instant::now());
+    }
+
+    fn gone(&mut self, pod: &Pod) {
+        self.pods.remove(&uid(pod));
+    }
+
+    /// Sets the timer for whatever the pod is waiting for.
+    fn arm(&mut self, key: &str, now: Instant) {
+        let Some(tracked) = self.pods.get_mut(key) else {
+            return;
+        };
+        let pod = tracked.pod.clone();
+        // A silent node does nothing for its pods, as a node that lost power.
+        if node_name(&pod).is_some_and(|n| self.silent.contains(n)) {
+            return;
+        }
+        let (work, at) = if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .map_or(self.config.max_termination, |g| {
+                    Duration::from_secs(u64::try_from(g).unwrap_or(0))
+                })
+                .min(self.config.max_termination);
+            (Work::Remove, now + grace)
+        } else if phase(&pod) == "Pending" {
+            (Work::Start, now + self.config.start_delay)
+        } else if runs_to_completion(&pod) && phase(&pod) == "Running" {
+            (Work::Finish, now + run_time(&pod, &self.config))
+        } else {
+            return;
+        };
+        let step = tracked.step(work);
+        if *step == Step::Idle {
+            *step = Step::Due(at);
+            self.timers.push(Reverse((at, key.to_owned(), work)));
+        }
+    }
+
+    /// Runs the work whose time has come; returns when the next timer is due.
+    fn fire(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > now {
+                return Some(*at);
+            }
+            let Some(Reverse((at, key, work))) = self.timers.pop() else {
+                break;
+            };
+            self.run(&key, work, at);
+        }
+        None
+    }
+
+    fn run(&mut self, key: &str, work: Work, at: Instant) {
+        let Some(tracked) = self.pods.get_mut(key) else {
+            return;
+        };
+        // A timer that was replaced or cancelled.
+        if *tracked.step(work) != Step::Due(at) {
+            return;
+        }
+        let pod = tracked.pod.clone();
+        if node_name(&pod).is_some_and(|n| self.silent.contains(n)) {
+            *tracked.step(work) = Step::Idle;
+            return;
+        }
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let still = match work {
+            Work::Remove => deleting,
+            Work::Start => !deleting && phase(&pod) == "Pending",
+            Work::Finish => !deleting && phase(&pod) == "Running",
+        };
+        if !still {
+            *tracked.step(work) = Step::Idle;
+            return;
+        }
+        *tracked.step(work) = Step::Sent;
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let ip = if work == Work::Start {
+            self.addresses += 1;
+            let n = self.addresses;
+            format!("10.244.{}.{}", (n / 250) % 256, n % 250 + 1)
+        } else {
+            String::new()
+        };
+        let config = self.config.clone();
+        let permits = self.permits.clone();
+        let done = self.done.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let outcome = match work {
+                Work::Start => start(&api, &pod, &ip).await,
+                Work::Remove => remove(&api, &pod).await,
+                Work::Finish => finish(&api, &pod, &config).await,
+            };
+            // The receiver only goes when the kubelet stops.
+            let _ = done.send((key, work, outcome));
+        });
+    }
+
+    /// An API call came back.
+    fn done(&mut self, key: &str, work: Work, outcome: Outcome) {
+        let Some(tracked) = self.pods.get_mut(key) else {
+            return;
+        };
+        match outcome {
+            Outcome::Over => *tracked.step(work) = Step::Over,
+            Outcome::Again(at) => {
+                *tracked.step(work) = Step::Due(at);
+                self.timers.push(Reverse((at, key.to_owned(), work)));
+            }
+        }
+    }
+
+    /// Tests changed something: containers to exit, nodes gone silent or back.
+    fn control(&mut self, control: &Mutex<Control>) {
+        let (exits, silent) = {
+            let mut control = control.lock().unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut control.exits), control.silent.clone())
+        };
+        let back: Vec<String> = self.silent.difference(&silent).cloned().collect();
+        self.silent = silent;
+        if !back.is_empty() {
+            let keys: Vec<String> = self
+                .pods
+                .iter()
+                .filter(|(_, t)| node_name(&t.pod).is_some_and(|n| back.iter().any(|b| b == n)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let now = Instant::now();
+            for key in keys {
+                self.arm(&key, now);
+            }
+        }
+        for (namespace, name, container, code) in exits {
+            let found = self.pods.values().find(|t| {
+                t.pod.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && t.pod.metadata.name.as_deref() == Some(name.as_str())
+            });
+            let Some(pod) = found.map(|t| t.pod.clone()) else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_some()
+                || phase(&pod) != "Running"
+                || node_name(&pod).is_some_and(|n| self.silent.contains(n))
+            {
+                continue;
+            }
+            let Some(status) = exited_status(&pod, container.as_deref(), code, Timestamp::now())
+            else {
+                continue;
+            };
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+            tokio::spawn(async move {
+                if let Err(error) = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    tracing::warn!(pod = %name, %error, "exit failed");
+                }
+            });
+        }
+    }
+}
+
+fn retry() -> Outcome {
+    Outcome::Again(Instant::now() + Duration::from_secs(1))
+}
+
+async fn start(api: &Api<Pod>, pod: &Pod, ip: &str) -> Outcome {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = running_status(pod, ip, Timestamp::now());
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+    {
+        Ok(_) => Outcome::Over,
+        Err(kube::Error::Api(e)) if e.code == 404 => Outcome::Over,
+        Err(error) => {
+            tracing::warn!(pod = %name, %error, "starting failed");
+            retry()
+        }
+    }
+}
+
+async fn remove(api: &Api<Pod>, pod: &Pod) -> Outcome {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid(pod)),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Outcome::Over,
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Outcome::Over,
+        Err(error) => {
+            tracing::warn!(pod = %name, %error, "removing failed");
+            retry()
+        }
+    }
+}
+
+/// Its work done, a pod that runs to completion finishes: exit code 0 (or its
+/// annotation's), then Succeeded, Failed, or restarted (`OnFailure`), which runs again.
+async fn finish(api: &Api<Pod>, pod: &Pod, config: &SimConfig) -> Outcome {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let Some(status) = finished_status(pod, exit_code(pod), Timestamp::now()) else {
+        return Outcome::Over;
+    };
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+    {
+        Ok(updated) if phase(&updated) == "Running" => {
+            Outcome::Again(Instant::now() + run_time(pod, config))
+        }
+        Ok(_) => Outcome::Over,
+        Err(kube::Error::Api(e)) if e.code == 404 => Outcome::Over,
+        Err(error) => {
+            tracing::warn!(pod = %name, %error, "finishing failed");
+            retry()
+        }
+    }
+}
+
 /// Runs the pods bound to the simulated nodes until aborted.
 pub async fn run(
     client: Client,
@@ -176,176 +491,50 @@ pub async fn run(
     control: Arc<Mutex<Control>>,
     wake: Arc<Notify>,
 ) {
-    let ours: HashSet<String> = (0..config.count).map(|i| config.node_name(i)).collect();
-    let api: Api<Pod> = Api::all(client.clone());
-    let (store, writer) = reflector::store();
-    let notify = wake.clone();
-    tokio::spawn(
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(move |_| {
-                notify.notify_one();
-                futures::future::ready(())
-            }),
-    );
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
-    let mut start_at: HashMap<String, Instant> = HashMap::new();
-    let mut remove_at: HashMap<String, Instant> = HashMap::new();
-    // Running pods that run to completion → when their containers finish.
-    let mut finish_at: HashMap<String, Instant> = HashMap::new();
-    let mut addresses = 0u32;
+    let (done, mut results) = mpsc::unbounded_channel();
+    let mut kubelet = Kubelet {
+        client: client.clone(),
+        ours: (0..config.count).map(|i| config.node_name(i)).collect(),
+        config,
+        pods: HashMap::new(),
+        timers: BinaryHeap::new(),
+        silent: HashSet::new(),
+        addresses: 0,
+        permits: Arc::new(Semaphore::new(IN_FLIGHT)),
+        done,
+    };
+    let api: Api<Pod> = Api::all(client);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // Pods listed by the current (re)list, to forget the ones that went meanwhile.
+    let mut listed: Option<HashSet<String>> = None;
+    let mut next: Option<Instant> = None;
     loop {
-        let soonest = start_at
-            .values()
-            .chain(remove_at.values())
-            .chain(finish_at.values())
-            .min()
-            .copied()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
+        let sleep = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep_until(soonest) => {}
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::Apply(pod))) => kubelet.seen(pod),
+                Some(Ok(watcher::Event::Delete(pod))) => kubelet.gone(&pod),
+                Some(Ok(watcher::Event::Init)) => listed = Some(HashSet::new()),
+                Some(Ok(watcher::Event::InitApply(pod))) => {
+                    if let Some(listed) = listed.as_mut() {
+                        listed.insert(uid(&pod));
+                    }
+                    kubelet.seen(pod);
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if let Some(listed) = listed.take() {
+                        kubelet.pods.retain(|k, _| listed.contains(k));
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "watching pods"),
+                None => return,
+            },
+            Some((key, work, outcome)) = results.recv() => kubelet.done(&key, work, outcome),
+            () = wake.notified() => kubelet.control(&control),
+            () = tokio::time::sleep_until(sleep) => {}
         }
-        let now = Instant::now();
-        let (exits, silent) = {
-            let mut control = control.lock().unwrap_or_else(PoisonError::into_inner);
-            (std::mem::take(&mut control.exits), control.silent.clone())
-        };
-        let pods = store.state();
-        let mut seen = HashSet::new();
-        // Pods that are starting or running (not being deleted, on a live node).
-        let mut live = HashSet::new();
-        for pod in pods.iter().filter(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_ref())
-                .is_some_and(|n| ours.contains(n))
-        }) {
-            let key = uid(pod);
-            seen.insert(key.clone());
-            // A silent node does nothing for its pods, as a node that lost power.
-            if pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_ref())
-                .is_some_and(|n| silent.contains(n))
-            {
-                continue;
-            }
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            if pod.metadata.deletion_timestamp.is_some() {
-                let grace = pod
-                    .metadata
-                    .deletion_grace_period_seconds
-                    .map_or(config.max_termination, |g| {
-                        Duration::from_secs(u64::try_from(g).unwrap_or(0))
-                    })
-                    .min(config.max_termination);
-                let due = *remove_at.entry(key.clone()).or_insert(now + grace);
-                if now >= due {
-                    let params = DeleteParams {
-                        grace_period_seconds: Some(0),
-                        preconditions: Some(Preconditions {
-                            uid: Some(key.clone()),
-                            resource_version: None,
-                        }),
-                        ..Default::default()
-                    };
-                    match pods.delete(&name, &params).await {
-                        Ok(_) => {
-                            remove_at.remove(&key);
-                        }
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
-                            remove_at.remove(&key);
-                        }
-                        Err(error) => tracing::warn!(pod = %name, %error, "removing failed"),
-                    }
-                }
-                continue;
-            }
-            if matches!(phase(pod), "Pending" | "Running") {
-                live.insert(key.clone());
-            }
-            if phase(pod) == "Pending" {
-                let due = *start_at
-                    .entry(key.clone())
-                    .or_insert(now + config.start_delay);
-                if now >= due {
-                    addresses += 1;
-                    let ip = format!("10.244.{}.{}", (addresses / 250) % 256, addresses % 250 + 1);
-                    let status = running_status(pod, &ip, Timestamp::now());
-                    match pods
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                        .await
-                    {
-                        Ok(_) => {
-                            start_at.remove(&key);
-                            if runs_to_completion(pod) {
-                                finish_at
-                                    .insert(key.clone(), Instant::now() + run_time(pod, &config));
-                            }
-                        }
-                        Err(error) => tracing::warn!(pod = %name, %error, "starting failed"),
-                    }
-                }
-                continue;
-            }
-            for (_, _, container, code) in exits
-                .iter()
-                .filter(|(ns, pod_name, _, _)| *ns == namespace && *pod_name == name)
-            {
-                let Some(status) =
-                    exited_status(pod, container.as_deref(), *code, Timestamp::now())
-                else {
-                    continue;
-                };
-                if let Err(error) = pods
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                {
-                    tracing::warn!(pod = %name, %error, "exit failed");
-                }
-            }
-            // Its work done, a pod that runs to completion finishes: exit code 0 (or its
-            // annotation's), then Succeeded, Failed, or restarted (OnFailure), which runs again.
-            if runs_to_completion(pod) && phase(pod) == "Running" {
-                let due = *finish_at
-                    .entry(key.clone())
-                    .or_insert_with(|| now + run_time(pod, &config));
-                if now < due {
-                    continue;
-                }
-                let Some(status) = finished_status(pod, exit_code(pod), Timestamp::now()) else {
-                    finish_at.remove(&key);
-                    continue;
-                };
-                match pods
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                {
-                    Ok(updated) if phase(&updated) == "Running" => {
-                        finish_at.insert(key, Instant::now() + run_time(pod, &config));
-                    }
-                    Ok(_) => {
-                        finish_at.remove(&key);
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {
-                        finish_at.remove(&key);
-                    }
-                    Err(error) => {
-                        tracing::warn!(pod = %name, %error, "finishing failed");
-                        finish_at.insert(key, Instant::now() + Duration::from_secs(1));
-                    }
-                }
-            }
-        }
-        start_at.retain(|k, _| seen.contains(k));
-        remove_at.retain(|k, _| seen.contains(k));
-        finish_at.retain(|k, _| live.contains(k));
+        next = kubelet.fire(Instant::now());
     }
 }
