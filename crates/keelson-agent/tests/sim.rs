@@ -1,6 +1,6 @@
 //! Simulated nodes against a real, in-process API server with the scheduler running:
 //! nodes register with leases, pods bound to them start and become Ready, deleted pods are
-//! removed after their grace period, containers exit on demand by restart policy, pods
+//! removed after their grace period (with the kubelet's `Killing` event), containers exit on demand by restart policy, pods
 //! that run to completion finish (as their annotations say), and a node told to stop
 //! heartbeating stops renewing its lease.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use keelson_agent::{SimConfig, SimulatedNodes};
 use keelson_apiserver::testing::eventually;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -143,6 +143,35 @@ async fn simulated_nodes_run_pods_like_kubelets() -> Result<()> {
         Ok(pods.get_opt("p1").await?.is_none().then_some(()))
     })
     .await?;
+    // Its node said it was stopping the container, as the kubelet does.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let (message, field_path, component) = eventually("a Killing event for p1", || async {
+        let listed = events.list(&ListParams::default()).await?;
+        Ok(listed
+            .items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("Killing")
+                    && e.involved_object.name.as_deref() == Some("p1")
+            })
+            .map(|e| {
+                (
+                    e.message.clone(),
+                    e.involved_object.field_path.clone(),
+                    e.source.as_ref().and_then(|s| s.component.clone()),
+                )
+            }))
+    })
+    .await?;
+    ensure!(
+        message.as_deref() == Some("Stopping container c"),
+        "{message:?}"
+    );
+    ensure!(
+        field_path.as_deref() == Some("spec.containers{c}"),
+        "{field_path:?}"
+    );
+    ensure!(component.as_deref() == Some("kubelet"), "{component:?}");
 
     // Leases are renewed, until a node stops heartbeating.
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");

@@ -24,6 +24,7 @@ pub mod conversion;
 pub mod cron;
 pub mod defaults;
 pub mod discovery;
+pub mod event;
 pub mod fields;
 pub mod meta;
 pub mod openapi;

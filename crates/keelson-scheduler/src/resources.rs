@@ -62,7 +62,11 @@ impl Resources {
             ("ephemeral-storage", self.ephemeral_storage),
         ]
         .into_iter()
-        .chain(self.other.iter().map(|(name, &amount)| (name.as_str(), amount)))
+        .chain(
+            self.other
+                .iter()
+                .map(|(name, &amount)| (name.as_str(), amount)),
+        )
     }
 
     pub fn add(&mut self, other: &Resources) {

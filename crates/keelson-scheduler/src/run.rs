@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,6 +19,8 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+use keelson_api::event::{Reporter, event};
 
 use crate::framework::{FitError, NodeCursor, Profile, schedule_sampled};
 use crate::preemption::{Preemption, preempt};
@@ -323,39 +325,25 @@ async fn carry_out(client: Client, scheduler: String, pod: Arc<Pod>, preemption:
 
 /// An event about `pod`, reported by the scheduler.
 fn pod_event(scheduler: &str, pod: &Pod, kind: &str, reason: &str, message: &str) -> Event {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let now = Timestamp::now();
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: Some(namespace.to_owned()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name),
-            namespace: Some(namespace.to_owned()),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(kind.into()),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        event_time: Some(MicroTime(now)),
-        reporting_component: Some(scheduler.into()),
-        reporting_instance: Some(scheduler.into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some(scheduler.into()),
-            host: None,
-        }),
+    let about = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: Some(
+            pod.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+        ),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
         ..Default::default()
-    }
+    };
+    let reporter = Reporter {
+        component: scheduler,
+        host: None,
+    };
+    event(reporter, about, kind, reason, message)
 }
 
 fn back_off<'a>(

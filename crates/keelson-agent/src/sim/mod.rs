@@ -221,11 +221,10 @@ async fn heartbeat(client: Client, config: SimConfig, control: Arc<Mutex<Control
         .unwrap_or(usize::MAX)
         .max(1);
     // Status goes out every this many lease rounds.
-    let status_every = usize::try_from(
-        config.status_interval.as_millis() / config.lease_renew.as_millis().max(1),
-    )
-    .unwrap_or(usize::MAX)
-    .max(1);
+    let status_every =
+        usize::try_from(config.status_interval.as_millis() / config.lease_renew.as_millis().max(1))
+            .unwrap_or(usize::MAX)
+            .max(1);
     let mut tick = tokio::time::interval(HEARTBEAT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
@@ -253,7 +252,11 @@ async fn heartbeat(client: Client, config: SimConfig, control: Arc<Mutex<Control
                     if post_status {
                         let status = node::ready_status(now);
                         if let Err(error) = nodes
-                            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+                            .patch_status(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Strategic(&status),
+                            )
                             .await
                         {
                             tracing::warn!(node = %name, %error, "status update failed");

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use keelson_api::event::{Reporter, event};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -288,6 +289,9 @@ impl Kubelet {
         if *step == Step::Idle {
             *step = Step::Due(at);
             self.timers.push(Reverse((at, key.to_owned(), work)));
+            if work == Work::Remove {
+                tokio::spawn(killing(self.client.clone(), pod));
+            }
         }
     }
 
@@ -417,6 +421,33 @@ impl Kubelet {
                     tracing::warn!(pod = %name, %error, "exit failed");
                 }
             });
+        }
+    }
+}
+
+/// The kubelet's `Killing` event for each container of a pod being deleted, as
+/// `kubectl describe` shows it (`Normal  Killing  Stopping container web`).
+async fn killing(client: Client, pod: Arc<Pod>) {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let events: Api<Event> = Api::namespaced(client, &namespace);
+    let reporter = Reporter {
+        component: "kubelet",
+        host: node_name(&pod),
+    };
+    for container in pod.spec.iter().flat_map(|s| &s.containers) {
+        let about = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: Some(namespace.clone()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            field_path: Some(format!("spec.containers{{{}}}", container.name)),
+        };
+        let message = format!("Stopping container {}", container.name);
+        let event = event(reporter, about, "Normal", "Killing", &message);
+        if let Err(error) = events.create(&PostParams::default(), &event).await {
+            tracing::debug!(%error, "event not recorded");
         }
     }
 }
