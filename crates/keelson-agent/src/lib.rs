@@ -6,9 +6,12 @@
 //!
 //! The containerd-backed kubelet is being built: [`cri`] runs the agent's own containerd
 //! (its config, a locally made pause image, the CNI network list) and holds the CRI
-//! clients; pod workers come next.
+//! clients; [`kubelet`] registers the machine as a Node, keeps its Lease and status fresh
+//! and writes the pod network from its pod CIDR. Pod workers come next.
 
 pub mod cri;
+pub mod kubelet;
+mod lease;
 mod sim;
 
 pub use sim::{EXIT_CODE, RUN_MS, SimConfig, SimError, SimulatedNodes};

@@ -1,10 +1,11 @@
-//! `keelson agent`: a node agent joined to a server by kubeconfig. Today it runs simulated
-//! nodes (`--simulate N`), the scale harness; the containerd-backed agent comes next.
+//! `keelson agent`: a node agent joined to a server by kubeconfig: this machine as a real
+//! node on its own containerd, or simulated nodes (`--simulate N`), the scale harness.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use keelson_agent::kubelet::{Kubelet, KubeletConfig};
 use keelson_agent::{SimConfig, SimulatedNodes};
 
 #[derive(clap::Args)]
@@ -40,6 +41,37 @@ pub struct AgentArgs {
     /// Milliseconds from a pod's binding to Running and Ready.
     #[arg(long, default_value_t = 100)]
     pub start_delay_ms: u64,
+
+    /// The real node's state (its containerd, pod network): /var/lib/keelson/agent.
+    #[arg(long, default_value = "/var/lib/keelson/agent")]
+    pub data_dir: PathBuf,
+
+    /// The real node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+
+    /// Held back from pods on the real node: `cpu=500m,memory=1Gi`.
+    #[arg(long, value_delimiter = ',')]
+    pub system_reserved: Vec<String>,
+}
+
+/// This machine as a node, until Ctrl-C; containerd keeps running for the next start.
+async fn run_real(args: AgentArgs) -> Result<()> {
+    let mut config = KubeletConfig::new(args.data_dir.clone());
+    config.node_name = args.node_name.clone();
+    for entry in &args.system_reserved {
+        let (k, v) = pair(entry, "system-reserved")?;
+        config
+            .reserved
+            .set(&k, &v)
+            .map_err(|e| anyhow::anyhow!("system-reserved {k}={v}: {}", e.0))?;
+    }
+    let client = crate::kube_client(&args.kubeconfig).await?;
+    let kubelet = Kubelet::start(client, config).await?;
+    eprintln!("keelson agent: node {} running", kubelet.name);
+    tokio::signal::ctrl_c().await?;
+    drop(kubelet);
+    Ok(())
 }
 
 fn pair(text: &str, what: &str) -> Result<(String, String)> {
@@ -67,7 +99,7 @@ fn taint(text: &str) -> Result<k8s_openapi::api::core::v1::Taint> {
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     let Some(count) = args.simulate else {
-        bail!("only simulated nodes are available yet: pass --simulate N");
+        return run_real(args).await;
     };
     let mut config = SimConfig::new(&args.node_prefix, count);
     for entry in &args.capacity {

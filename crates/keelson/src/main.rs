@@ -2,7 +2,8 @@
 //!
 //! * `keelson server` runs a cluster control plane on this machine: the state store with
 //!   automatic compaction, the HTTPS API server, and the scheduler;
-//! * `keelson agent --simulate N` runs N simulated nodes joined to a server;
+//! * `keelson agent` runs this machine as a node on its own containerd, joined to a
+//!   server by kubeconfig; `keelson agent --simulate N` runs N simulated nodes instead;
 //! * `keelson version` prints the version and the commit it was built from.
 
 mod agent;
@@ -22,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run the keelson server (control plane) on this machine.
     Server(server::ServerArgs),
-    /// Run a node agent joined to a server (today: simulated nodes).
+    /// Run a node agent joined to a server: this machine on containerd, or simulated nodes.
     Agent(agent::AgentArgs),
     /// Print the version and git commit.
     Version,

@@ -38,6 +38,12 @@ fn write(path: &Path, text: &str) -> Result<(), CriError> {
     std::fs::rename(&partial, path).map_err(failed)
 }
 
+/// Writes the CNI network list where the containerd of `paths` reads it.
+pub fn write_network(paths: &Paths, network: &Network) -> Result<(), CriError> {
+    let file = paths.cni_conf_dir().join("10-keelson.conflist");
+    write(&file, &cni_conflist(network, paths))
+}
+
 impl Containerd {
     /// Writes containerd's config, connects to the containerd on its socket or starts
     /// one, and makes sure the pause image is there.
@@ -71,8 +77,7 @@ impl Containerd {
 
     /// Writes the CNI network list (containerd watches the directory and loads it).
     pub fn set_network(&self, network: &Network) -> Result<(), CriError> {
-        let file = self.paths.cni_conf_dir().join("10-keelson.conflist");
-        write(&file, &cni_conflist(network, &self.paths))
+        write_network(&self.paths, network)
     }
 
     /// Stops the containerd this agent started (asks it to, then kills it after 10 s).

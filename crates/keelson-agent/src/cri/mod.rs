@@ -18,7 +18,7 @@ use k8s_cri::v1::{ImageSpec, ImageStatusRequest, VersionRequest, VersionResponse
 use tokio::io::AsyncWriteExt;
 use tonic::transport::{Channel, Endpoint};
 
-pub use containerd::Containerd;
+pub use containerd::{Containerd, write_network};
 
 /// containerd's own gRPC message limit; tonic's default (4 MiB) is too small for the
 /// lists of a busy node.

@@ -28,12 +28,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde_json::json;
 use tokio::task::JoinHandle;
+
+use crate::lease;
 
 /// Annotation: how long a pod that runs to completion runs, in milliseconds.
 pub const RUN_MS: &str = "sim.keelson.io/run-ms";
@@ -248,7 +248,7 @@ async fn heartbeat(client: Client, config: SimConfig, control: Arc<Mutex<Control
             .map(|name| {
                 let (leases, nodes, config) = (&leases, &nodes, &config);
                 async move {
-                    renew(leases, &name, config, now).await;
+                    lease::renew(leases, &name, config.lease_duration_seconds, now).await;
                     if post_status {
                         let status = node::ready_status(now);
                         if let Err(error) = nodes
@@ -270,37 +270,5 @@ async fn heartbeat(client: Client, config: SimConfig, control: Arc<Mutex<Control
             .await;
         first = false;
         tick.tick().await;
-    }
-}
-
-/// Renews one node's lease: a merge patch of its spec, or an apply that creates it the
-/// first time (or after someone deleted it).
-async fn renew(leases: &Api<Lease>, name: &str, config: &SimConfig, now: Timestamp) {
-    let spec = json!({"holderIdentity": name,
-        "leaseDurationSeconds": config.lease_duration_seconds, "renewTime": MicroTime(now)});
-    let patched = leases
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "spec": spec })),
-        )
-        .await;
-    let result = match patched {
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec});
-            leases
-                .patch(
-                    name,
-                    &PatchParams::apply("keelson-agent").force(),
-                    &Patch::Apply(&lease),
-                )
-                .await
-                .map(drop)
-        }
-        other => other.map(drop),
-    };
-    if let Err(error) = result {
-        tracing::warn!(node = %name, %error, "lease renewal failed");
     }
 }
