@@ -49,9 +49,9 @@ impl Containerd {
     /// one, and makes sure the pause image is there.
     pub async fn start(paths: Paths) -> Result<Containerd, CriError> {
         write(&paths.config_file(), &containerd_config(&paths))?;
-        for dir in [paths.cni_conf_dir(), paths.dir.clone()] {
-            std::fs::create_dir_all(&dir).map_err(|source| CriError::Io { path: dir, source })?;
-        }
+        // (The config's directory, `paths.dir`, was made by writing the config.)
+        let cni = paths.cni_conf_dir();
+        std::fs::create_dir_all(&cni).map_err(|source| CriError::Io { path: cni, source })?;
         if let Some(dir) = paths.socket.parent() {
             std::fs::create_dir_all(dir).map_err(|source| CriError::Io {
                 path: dir.to_owned(),

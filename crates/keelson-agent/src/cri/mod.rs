@@ -69,7 +69,7 @@ pub enum CriError {
 }
 
 impl CriError {
-    fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> CriError {
+    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> CriError {
         move |status| CriError::Call {
             call,
             status: Box::new(status),

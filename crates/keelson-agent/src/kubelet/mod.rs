@@ -81,10 +81,7 @@ async fn runtime(cri: &Cri) -> Result<Runtime, CriError> {
         .clone()
         .status(StatusRequest { verbose: false })
         .await
-        .map_err(|status| CriError::Call {
-            call: "Status",
-            status: Box::new(status),
-        })?
+        .map_err(CriError::call("Status"))?
         .into_inner();
     let not_ready = status
         .status
@@ -105,10 +102,7 @@ async fn runtime(cri: &Cri) -> Result<Runtime, CriError> {
         .clone()
         .list_images(ListImagesRequest { filter: None })
         .await
-        .map_err(|status| CriError::Call {
-            call: "ListImages",
-            status: Box::new(status),
-        })?
+        .map_err(CriError::call("ListImages"))?
         .into_inner()
         .images
         .into_iter()

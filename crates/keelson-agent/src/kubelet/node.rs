@@ -93,18 +93,22 @@ pub fn resources(machine: &Machine, reserved: &Reserved) -> (Value, Value) {
 
 /// The four conditions, heartbeat `now`; Ready from the runtime.
 pub fn conditions(runtime: &Runtime, now: Timestamp) -> Value {
+    match &runtime.not_ready {
+        None => node_conditions(Ok("kubelet is posting ready status"), now),
+        Some(why) => node_conditions(Err(why), now),
+    }
+}
+
+/// No pressure, and Ready (`Ok` with its message) or not (`Err` with why), heartbeat
+/// `now`: what real and simulated nodes post.
+pub fn node_conditions(ready: Result<&str, &str>, now: Timestamp) -> Value {
     let condition = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({"type": kind, "status": status, "reason": reason, "message": message,
             "lastHeartbeatTime": Time(now), "lastTransitionTime": Time(now)})
     };
-    let ready = match &runtime.not_ready {
-        None => condition(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status",
-        ),
-        Some(why) => condition("Ready", "False", "KubeletNotReady", why),
+    let ready = match ready {
+        Ok(message) => condition("Ready", "True", "KubeletReady", message),
+        Err(why) => condition("Ready", "False", "KubeletNotReady", why),
     };
     json!([
         condition(

@@ -3,44 +3,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::SimConfig;
+use crate::kubelet::node::node_conditions;
 
 /// The node's conditions: Ready, and no pressure, heartbeat `now`.
 fn conditions(now: Timestamp) -> Value {
-    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": kind, "status": status, "reason": reason, "message": message,
-            "lastHeartbeatTime": Time(now), "lastTransitionTime": Time(now)})
-    };
-    json!([
-        condition(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
-        ),
-        condition(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
-        ),
-        condition(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available"
-        ),
-        condition(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status (simulated)"
-        ),
-    ])
+    node_conditions(Ok("kubelet is posting ready status (simulated)"), now)
 }
 
 /// A status patch saying the node is alive.
